@@ -1,0 +1,155 @@
+r"""Hypergradient approximations as spectral filters (paper Sec. 3.3.1, Fig. 6).
+
+Write the inner Hessian as ``H = U diag(lambda) U^T``. Every estimator in
+:mod:`bilevel_lib.hypergrad` except CG replaces ``1/lambda`` by a fixed filter ``g(lambda)``:
+
+=================  =============================================  ====================
+approximation      ``g(lambda)`` for ``lambda > 0``               ``g(0)``
+=================  =============================================  ====================
+pseudoinverse      ``1/lambda``                                   ``0``
+K-term Neumann     ``(1 - (1 - alpha lambda)^K) / lambda``        ``alpha K``
+damped             ``1/(lambda + eps)``                           ``1/eps``
+=================  =============================================  ====================
+
+Matching the two bounded filters at ``lambda = 0`` gives ``eps = 1/(alpha K)``
+(:func:`matching_eps`). CG is a *Krylov* filter: its polynomial depends on the right-hand side.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax.flatten_util import ravel_pytree
+
+from . import _checks
+
+__all__ = [
+    "pinv_filter",
+    "neumann_filter",
+    "damped_filter",
+    "matching_eps",
+    "apply_filter",
+    "max_eigenvalue",
+]
+
+
+def pinv_filter(lam, *, rtol=1e-12):
+    r"""The pseudoinverse filter: ``1/lambda`` above ``rtol * max|lambda|``, else 0.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> pinv_filter(jnp.array([0.0, 0.5, 2.0])).tolist()
+      [0.0, 2.0, 0.5]
+    """
+    lam = jnp.asarray(lam)
+    keep = jnp.abs(lam) > rtol * jnp.max(jnp.abs(lam))
+    return jnp.where(keep, 1.0 / jnp.where(keep, lam, 1.0), 0.0)
+
+
+def neumann_filter(lam, *, steps, lr):
+    r"""The K-term Neumann filter ``alpha sum_{j<K} (1 - alpha lambda)^j``.
+
+    .. math:: g_K(\lambda) = \frac{1 - (1 - \alpha\lambda)^K}{\lambda},\qquad g_K(0) = \alpha K
+
+    Computed as the sum (not the ratio) so that ``lambda = 0`` needs no special case.
+    ``steps`` may be an array (broadcast against ``lam``), so a sweep over K is one call.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> neumann_filter(jnp.array([0.0, 1.0]), steps=3, lr=0.5).tolist()
+      [1.5, 0.875]
+    """
+    lam = jnp.asarray(lam)
+    _checks.check_positive(lr, "lr")
+    steps = jnp.asarray(steps)
+    if _checks._is_concrete(steps) and bool(jnp.any(steps < 0)):
+        raise ValueError(f"`steps` must be >= 0; got {steps}.")
+    q = 1.0 - lr * lam
+    # Geometric sum, with the q == 1 (lambda == 0) limit taken exactly.
+    at_one = jnp.isclose(q, 1.0, rtol=0.0, atol=1e-12)
+    safe_lam = jnp.where(at_one, 1.0, lam)
+    return jnp.where(at_one, lr * steps, (1.0 - q**steps) / safe_lam)
+
+
+def damped_filter(lam, *, eps):
+    r"""The damped filter ``1 / (lambda + eps)``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> damped_filter(jnp.array([0.0, 1.0]), eps=1.0).tolist()
+      [1.0, 0.5]
+    """
+    _checks.check_positive(eps, "eps")
+    return 1.0 / (jnp.asarray(lam) + eps)
+
+
+def matching_eps(*, steps, lr):
+    r"""The damping whose filter equals the K-term Neumann filter at ``lambda = 0``: ``1/(alpha K)``.
+
+    Example:
+      >>> matching_eps(steps=10, lr=0.1)
+      1.0
+    """
+    _checks.check_positive(lr, "lr")
+    _checks.check_positive(steps, "steps")
+    return 1.0 / (lr * steps)
+
+
+def apply_filter(hess, rhs, filt):
+    r"""``U diag(filt(lambda)) U^T rhs`` for symmetric ``hess = U diag(lambda) U^T``.
+
+    Args:
+      hess: symmetric (n, n) matrix.
+      rhs: (n,) or (n, k).
+      filt: ``lambda -> g(lambda)``, e.g. ``functools.partial(neumann_filter, steps=5, lr=0.1)``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> apply_filter(jnp.diag(jnp.array([2.0, 0.0])), jnp.ones(2), pinv_filter).tolist()
+      [0.5, 0.0]
+    """
+    hess = jnp.asarray(hess)
+    if hess.ndim != 2 or hess.shape[0] != hess.shape[1]:
+        raise ValueError(f"`hess` must be a square matrix; got shape {hess.shape}.")
+    lam, vecs = jnp.linalg.eigh(0.5 * (hess + hess.T))
+    g = filt(lam)
+    coeffs = vecs.T @ rhs
+    return vecs @ (g[:, None] * coeffs if coeffs.ndim == 2 else g * coeffs)
+
+
+def max_eigenvalue(inner, x, y, *, iters=100, seed=0):
+    r"""Largest eigenvalue of the inner Hessian by power iteration with Hessian-vector products.
+
+    Use it to set step sizes: Neumann / unrolling / gradient descent converge for
+    ``lr < 2 / max_eigenvalue`` (assuming a PSD Hessian).
+
+    Args:
+      inner: ``inner(x, y) -> scalar``; x, y: where the Hessian is taken.
+      iters: power iterations (static int).
+      seed: seed of the random start vector.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> inner = lambda x, y: 0.5 * jnp.sum(jnp.array([1.0, 3.0]) * y ** 2)
+      >>> round(float(max_eigenvalue(inner, jnp.zeros(1), jnp.zeros(2))), 4)
+      3.0
+    """
+    _checks.check_objective(inner, "inner", x, y)
+    iters = _checks.check_steps(iters, "iters", allow_zero=False)
+    y_flat, unravel = ravel_pytree(y)
+
+    def grad_y(yy):
+        return ravel_pytree(jax.grad(inner, argnums=1)(x, unravel(yy)))[0]
+
+    def hvp(v):
+        return jax.jvp(grad_y, (y_flat,), (v,))[1]
+
+    v = jax.random.normal(jax.random.PRNGKey(seed), y_flat.shape, y_flat.dtype)
+    v = v / jnp.linalg.norm(v)
+
+    def body(_, v):
+        w = hvp(v)
+        return w / jnp.maximum(jnp.linalg.norm(w), jnp.finfo(w.dtype).tiny)
+
+    v = jax.lax.fori_loop(0, iters, body, v)
+    return jnp.vdot(v, hvp(v))
