@@ -11,15 +11,11 @@ approximation of the total derivative of the outer objective at an inner point `
 with a pytree of the same structure as ``x``. They differ only in the response Jacobian ``J``
 they (implicitly) use, i.e. in how :math:`H^{-1}` is replaced:
 
-==========  ==========================================  ============================
-estimator   replacement of :math:`H^{-1}`               cost
-==========  ==========================================  ============================
-``exact``   :math:`H^{+}` (Moore--Penrose, dense)       dense Hessian + ``eigh``
-``neumann`` :math:`\alpha\sum_{j<K}(I-\alpha H)^j`       K Hessian-vector products
-``damped``  :math:`(H+\epsilon I)^{-1}`                 CG on :math:`H+\epsilon I`
-``cg``      K steps of conjugate gradient on ``H``      K Hessian-vector products
-``unroll``  differentiate K gradient steps from ``y``   K steps, O(K) memory
-==========  ==========================================  ============================
+* ``exact``: :math:`H^{+}` (Moore--Penrose, dense Hessian and ``eigh``);
+* ``neumann``: :math:`\alpha\sum_{j<K}(I-\alpha H)^j` (K Hessian-vector products);
+* ``damped``: :math:`(H+\epsilon I)^{-1}` (conjugate gradient on :math:`H+\epsilon I`);
+* ``cg``: K steps of conjugate gradient on ``H`` (K Hessian-vector products);
+* ``unroll``: differentiate K gradient steps from ``y`` (K steps, O(K) memory).
 
 All estimators are pure, run under ``jax.jit`` (step counts are static Python ints), under
 ``jax.vmap`` over array-valued ``lr``/``eps`` (and over ``steps`` when a static ``max_steps``

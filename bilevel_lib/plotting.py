@@ -1,6 +1,6 @@
 """One figure style for the whole book.
 
-Every chapter calls :func:`use_style` once and takes colours from :data:`METHOD_COLORS`, so the
+Every chapter calls :func:`use_style` once and takes colours from ``METHOD_COLORS``, so the
 same method has the same colour in every figure (exact = black, Neumann/unroll = blues,
 damped = oranges, CG = green, warm start = red, cold start = blue).
 """
