@@ -12,20 +12,40 @@ Submodules have one job each:
 * :mod:`bilevel_lib.spectral` -- the approximations as spectral filters;
 * :mod:`bilevel_lib.hvp` -- Hessian-vector products in three autodiff modes;
 * :mod:`bilevel_lib.ridge` -- the ridge-regression example with its closed form;
+* :mod:`bilevel_lib.datasets`, :mod:`bilevel_lib.mlp`, :mod:`bilevel_lib.distill` -- 2-D data
+  sets, a ReLU MLP and dataset-distillation objectives (warm-start memory);
+* :mod:`bilevel_lib.fourier` -- the Fourier-feature regression task (anti-distillation);
 * :mod:`bilevel_lib.plotting` -- the book's figure style;
 * :mod:`bilevel_lib.runtime` -- device report and the paper-scale switch.
 """
 
-from . import blo, hvp, hypergrad, plotting, quadratic, ridge, runtime, spectral
-from .blo import cold_start, warm_start
+from . import (
+    blo,
+    datasets,
+    distill,
+    fourier,
+    hvp,
+    hypergrad,
+    mlp,
+    plotting,
+    quadratic,
+    ridge,
+    runtime,
+    spectral,
+)
+from .blo import cold_start, inner_gd, warm_start
 from .runtime import device_report, paper_scale
 
 __version__ = "0.1.0"
 
 __all__ = [
     "blo",
+    "datasets",
+    "distill",
+    "fourier",
     "hvp",
     "hypergrad",
+    "mlp",
     "plotting",
     "quadratic",
     "ridge",
@@ -33,6 +53,7 @@ __all__ = [
     "spectral",
     "cold_start",
     "warm_start",
+    "inner_gd",
     "device_report",
     "paper_scale",
     "__version__",

@@ -24,8 +24,9 @@ import optax
 from jax import lax
 
 from . import _checks
+from .hypergrad import _descend, _steps_and_mask
 
-__all__ = ["cold_start", "warm_start"]
+__all__ = ["cold_start", "warm_start", "inner_gd"]
 
 
 def _check_optimizer(opt, name):
@@ -34,6 +35,11 @@ def _check_optimizer(opt, name):
             f"`{name}` must be an optax.GradientTransformation (e.g. optax.sgd(1e-2)); "
             f"got {type(opt).__name__}."
         )
+
+
+def _tree_norm(tree):
+    # optax.global_norm is deprecated (and optax.tree.norm is missing from older optax).
+    return jnp.sqrt(sum(jnp.sum(jnp.square(leaf)) for leaf in jax.tree_util.tree_leaves(tree)))
 
 
 def _run(inner, outer, x0, y0, *, hypergrad, outer_opt, inner_opt, outer_steps, inner_steps,
@@ -73,7 +79,7 @@ def _run(inner, outer, x0, y0, *, hypergrad, outer_opt, inner_opt, outer_steps, 
             "x": x,
             "outer_loss": loss,
             "inner_loss": inner(x, y),
-            "hypergrad_norm": optax.global_norm(h),
+            "hypergrad_norm": _tree_norm(h),
         }
         if trace_y:
             record["y"] = y
@@ -161,3 +167,38 @@ def warm_start(inner, outer, x0, y0, *, hypergrad, outer_opt, inner_opt, outer_s
     return _run(inner, outer, x0, y0, hypergrad=hypergrad, outer_opt=outer_opt,
                 inner_opt=inner_opt, outer_steps=outer_steps, inner_steps=inner_steps,
                 warm=True, trace_y=trace_y, log_every=log_every)
+
+
+def inner_gd(inner, x, y0, *, lr, steps, max_steps=None):
+    r"""``steps`` steps of inner gradient descent from ``y0``: the paper's :math:`\Phi_K(y_0, x)`.
+
+    .. math:: y_{k+1} = y_k - \alpha \nabla_y f(x, y_k),\qquad k = 0, \dots, K-1
+
+    Differentiable in ``x``, ``y0`` and ``lr`` (it is the loop :func:`bilevel_lib.hypergrad.unroll`
+    differentiates), so ``jax.jacobian(lambda x: inner_gd(inner, x, y0, ...))`` is the
+    unrolled response Jacobian. Use an optax optimiser inside :func:`cold_start` for anything
+    but plain gradient descent.
+
+    Args:
+      inner: ``inner(x, y) -> scalar``.
+      x: outer parameters (held fixed).
+      y0: starting inner parameters (array or pytree).
+      lr: step size > 0 (may be traced).
+      steps: K (static int >= 0; or traced, with a static ``max_steps``, so a sweep over K is one
+        ``vmap``).
+      max_steps: static upper bound enabling a traced ``steps``.
+
+    Returns:
+      The inner parameters after K steps, shaped like ``y0``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> inner = lambda x, y: 0.5 * jnp.sum((y - x) ** 2)
+      >>> inner_gd(inner, jnp.array([2.0]), jnp.array([0.0]), lr=0.5, steps=3).tolist()
+      [1.75]
+    """
+    _checks.check_float_tree(y0, "y0")
+    _checks.check_objective(inner, "inner", x, y0)
+    _checks.check_positive(lr, "lr")
+    length, active = _steps_and_mask(steps, max_steps)
+    return _descend(inner, x, y0, lr, length, active)

@@ -30,6 +30,8 @@ __all__ = [
     "matching_eps",
     "apply_filter",
     "max_eigenvalue",
+    "effective_filter",
+    "cg_filter",
 ]
 
 
@@ -84,7 +86,7 @@ def damped_filter(lam, *, eps):
 
 
 def matching_eps(*, steps, lr):
-    r"""The damping whose filter equals the K-term Neumann filter at ``lambda = 0``: ``1/(alpha K)``.
+    r"""The damping whose filter equals the K-term Neumann one at ``lambda = 0``: ``1/(alpha K)``.
 
     Example:
       >>> matching_eps(steps=10, lr=0.1)
@@ -153,3 +155,107 @@ def max_eigenvalue(inner, x, y, *, iters=100, seed=0):
 
     v = jax.lax.fori_loop(0, iters, body, v)
     return jnp.vdot(v, hvp(v))
+
+
+def effective_filter(hess, rhs, solution, *, rtol=1e-10):
+    r"""The filter a linear solve applied, read off in the eigenbasis of ``hess``.
+
+    Any approximate solve ``v`` of ``H v = b`` can be written coordinate-wise in the
+    eigenbasis ``H = U diag(lambda) U^T``; its *effective filter* is the ratio
+
+    .. math:: g_i = \frac{(U^\top v)_i}{(U^\top b)_i},
+
+    which equals ``g(lambda_i)`` for a fixed spectral filter (Neumann, damped, pinv) and, for
+    conjugate gradient, the values of its right-hand-side-dependent polynomial (see
+    :func:`cg_filter`). Ratios are only meaningful where ``b`` has weight:
+    ``|(U^T b)_i| > rtol * max_j |(U^T b)_j|``; elsewhere ``g`` is set to 0 and ``valid`` is False.
+
+    Args:
+      hess: symmetric (n, n) matrix.
+      rhs: the right-hand side ``b``, shape (n,).
+      solution: the approximate solution ``v``, shape (n,).
+      rtol: relative threshold on ``|(U^T b)_i|`` below which a ratio is not formed.
+
+    Returns:
+      ``(lam, g, valid)``: eigenvalues (ascending), ratios, and a boolean mask, each (n,).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> H = jnp.diag(jnp.array([1.0, 4.0]))
+      >>> b = jnp.array([1.0, 1.0])
+      >>> lam, g, valid = effective_filter(H, b, 0.5 * b)    # one Neumann term, lr = 0.5
+      >>> lam.tolist(), g.tolist(), valid.tolist()
+      ([1.0, 4.0], [0.5, 0.5], [True, True])
+    """
+    hess, rhs, solution = jnp.asarray(hess), jnp.asarray(rhs), jnp.asarray(solution)
+    if hess.ndim != 2 or hess.shape[0] != hess.shape[1]:
+        raise ValueError(f"`hess` must be a square matrix; got shape {hess.shape}.")
+    n = hess.shape[0]
+    if rhs.shape != (n,):
+        raise ValueError(f"`rhs` must have shape ({n},); got {rhs.shape}.")
+    if solution.shape != (n,):
+        raise ValueError(f"`solution` must have shape ({n},); got {solution.shape}.")
+    _checks.check_positive(rtol, "rtol")
+    lam, vecs = jnp.linalg.eigh(0.5 * (hess + hess.T))
+    c_b, c_v = vecs.T @ rhs, vecs.T @ solution
+    valid = jnp.abs(c_b) > rtol * jnp.max(jnp.abs(c_b))
+    g = jnp.where(valid, c_v / jnp.where(valid, c_b, 1.0), 0.0)
+    return lam, g, valid
+
+
+def cg_filter(lam, coeffs, at=None, *, steps, max_steps=None, guard=None):
+    r"""The polynomial filter of ``steps`` conjugate-gradient iterations, evaluated at ``at``.
+
+    CG from ``v = 0`` on ``H v = b`` returns ``v_K = p_K(H) b`` for a polynomial ``p_K`` of
+    degree ``K - 1`` (a Krylov method; Hestenes & Stiefel, 1952). Unlike the Neumann
+    polynomial, ``p_K`` is not fixed in advance: it is chosen from the spectral measure
+    ``sum_i c_i^2 delta(lambda - lambda_i)`` of the right-hand side, ``c = U^T b``. For an
+    invertible ``H`` it minimises the ``H``-norm error over all degree ``K - 1`` polynomials, so
+    after as many steps as ``b`` has distinct eigenvalues ``p_K(lambda_i) = 1/lambda_i``.
+
+    CG is invariant under an orthogonal change of basis, so this runs
+    :func:`bilevel_lib.hypergrad.conjugate_gradient` (with its breakdown guard) on the diagonal
+    system ``diag(lam) z = coeffs``. To read ``p_K`` at arbitrary points ``at`` (a continuous
+    curve, e.g. for a plot) each point joins the system as an extra eigen-direction whose
+    right-hand-side weight ``delta = eps**2`` (a power of two) is far too small to change any of
+    CG's scalars; its solution component divided by ``delta`` is exactly ``p_K`` there.
+
+    Args:
+      lam: eigenvalues of ``H`` (n,), e.g. from ``jnp.linalg.eigh``.
+      coeffs: ``U^T b`` (n,): the right-hand side in the eigenbasis; zero weights are allowed.
+      at: points (m,) where ``p_K`` is evaluated; default ``lam``.
+      steps: CG iterations K (Python int; or traced with static ``max_steps``, so a sweep over
+        K is one ``vmap``).
+      max_steps: optional static bound enabling a traced ``steps``.
+      guard: breakdown threshold, as in :func:`bilevel_lib.hypergrad.conjugate_gradient`.
+
+    Returns:
+      ``p_K(at)``, shape (m,).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> lam, c = jnp.array([1.0, 2.0]), jnp.array([1.0, 1.0])
+      >>> # One step: v = (b.b / b.Hb) b, a constant filter 2/3 everywhere.
+      >>> [round(g, 4) for g in cg_filter(lam, c, jnp.array([0.0, 5.0]), steps=1).tolist()]
+      [0.6667, 0.6667]
+      >>> [round(g, 4) for g in cg_filter(lam, c, steps=2).tolist()]   # 2 eigenvalues: 1/lambda
+      [1.0, 0.5]
+    """
+    lam, coeffs = jnp.asarray(lam), jnp.asarray(coeffs)
+    if lam.ndim != 1:
+        raise ValueError(f"`lam` must be a 1-D array of eigenvalues; got shape {lam.shape}.")
+    if coeffs.shape != lam.shape:
+        raise ValueError(f"`coeffs` must have the shape of `lam` {lam.shape}; got {coeffs.shape}.")
+    at = lam if at is None else jnp.asarray(at)
+    if at.ndim != 1:
+        raise ValueError(f"`at` must be a 1-D array of points; got shape {at.shape}.")
+    dtype = jnp.result_type(lam.dtype, coeffs.dtype, at.dtype, jnp.float32)
+    delta = jnp.asarray(jnp.finfo(dtype).eps ** 2, dtype)
+    diag = jnp.concatenate([lam.astype(dtype), at.astype(dtype)])
+    rhs = jnp.concatenate([coeffs.astype(dtype), jnp.full(at.shape, delta, dtype)])
+    # Local import: hypergrad does not import spectral, so there is no cycle either way.
+    from .hypergrad import conjugate_gradient
+
+    z = conjugate_gradient(lambda v: diag * v, rhs, steps=steps, max_steps=max_steps,
+                           guard=guard)
+    return z[lam.shape[0]:] / delta
