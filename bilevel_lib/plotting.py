@@ -100,3 +100,187 @@ def plot_solution_line(ax, a, target, *, xlim, **kw):
     else:
         ax.axvline(target / a[0], **kw)
     return ax
+
+
+# --- anti-distillation chapter (06) -----------------------------------------------------------
+
+__all__ += ["plot_learned_fit", "plot_original_points"]
+
+
+def plot_learned_fit(ax, u_learned, x, u_grid, fit, *, color, label, marker="o", **kw):
+    """Learned points ``(u_i, x_i)`` as markers and the fitted curve over ``u_grid``, one colour.
+
+    ``fit`` is the inner model's prediction on ``u_grid``; the label goes on the curve.
+    """
+    ax.plot(np.asarray(u_grid), np.asarray(fit), color=color, label=label, **kw)
+    ax.plot(np.asarray(u_learned), np.asarray(x), linestyle="none", marker=marker,
+            markersize=5, color=color, markeredgecolor="white", markeredgewidth=0.6)
+    return ax
+
+
+def plot_original_points(ax, v, t, *, label="original point"):
+    """The original (outer) data points as large grey stars, drawn on top."""
+    ax.plot(np.asarray(v), np.asarray(t), linestyle="none", marker="*", markersize=15,
+            color=METHOD_COLORS["original"], markeredgecolor="black", label=label, zorder=6)
+    return ax
+
+
+def plot_norms_against(ax, values, outer_norms, inner_norms, *, color, label, exact=None):
+    """Outer displacement ``|x - x0|`` (solid) and inner norm ``|w|`` (dashed) against a swept
+    value (K or eps, log axis); ``exact=(outer, inner)`` adds the exact levels as thin lines."""
+    ax.plot(np.asarray(values), np.asarray(outer_norms), "-o", color=color, markersize=3.5,
+            label=f"{label}: |x - x0|")
+    ax.plot(np.asarray(values), np.asarray(inner_norms), "--s", color=color, markersize=3.5,
+            label=f"{label}: |w|")
+    if exact is not None:
+        ax.axhline(float(exact[0]), color=METHOD_COLORS["exact"], lw=1.0, ls="-",
+                   label="exact: |x - x0|")
+        ax.axhline(float(exact[1]), color=METHOD_COLORS["exact"], lw=1.0, ls="--",
+                   label="exact: |w|")
+    ax.set_xscale("log")
+    return ax
+
+
+__all__ += ["plot_norms_against"]
+
+
+# --- warm-start memory chapter (04): 2-D classification pictures ----------------------------
+
+__all__ += [
+    "CLASS_COLORS",
+    "class_colors",
+    "plot_decision_boundary",
+    "plot_classes",
+    "plot_learned_points",
+    "plot_trajectories",
+    "animation_html",
+]
+
+CLASS_COLORS = ("#d62728", "#2ca02c", "#1f77b4", "#ff7f0e", "#9467bd")
+"""Colours of classes 0, 1, 2, ... in 2-D classification figures (red, green, blue, ...)."""
+
+
+def class_colors(num_classes: int):
+    """The first ``num_classes`` entries of :data:`CLASS_COLORS`."""
+    if not 1 <= num_classes <= len(CLASS_COLORS):
+        raise ValueError(f"`num_classes` must be in [1, {len(CLASS_COLORS)}]; got {num_classes}.")
+    return list(CLASS_COLORS[:num_classes])
+
+
+def plot_decision_boundary(ax, predict, *, xlim, ylim, num_classes=2, resolution=150,
+                           alpha=0.22, color="#1f77b4", label="decision boundary"):
+    """Shade the predicted class of ``predict`` over a grid and draw its decision boundary.
+
+    Args:
+      ax: matplotlib axes.
+      predict: ``points (n, 2) -> logits (n, num_classes)`` (e.g. a closure over ``mlp.apply``).
+      xlim, ylim: the plotted square.
+      num_classes: number of classes (colours from :data:`CLASS_COLORS`).
+      resolution: grid points per axis.
+      alpha: opacity of the class shading.
+      color: colour of the boundary curve; ``label`` its legend entry (``None`` for none).
+
+    Returns:
+      The grid's predicted class, an int array ``(resolution, resolution)``.
+    """
+    from matplotlib.colors import ListedColormap
+    from matplotlib.lines import Line2D
+
+    g1 = np.linspace(*xlim, resolution)
+    g2 = np.linspace(*ylim, resolution)
+    grid = np.stack(np.meshgrid(g1, g2), axis=-1).reshape(-1, 2).astype(np.float32)
+    logits = np.asarray(predict(grid))
+    if logits.shape != (grid.shape[0], num_classes):
+        raise ValueError(
+            f"`predict` must return logits of shape (n, {num_classes}); got {logits.shape}."
+        )
+    cls = logits.argmax(axis=1).reshape(resolution, resolution)
+    levels = np.arange(num_classes + 1) - 0.5
+    ax.contourf(g1, g2, cls, levels=levels, cmap=ListedColormap(class_colors(num_classes)),
+                alpha=alpha)
+    if num_classes == 2:
+        margin = (logits[:, 1] - logits[:, 0]).reshape(resolution, resolution)
+        if margin.min() < 0 < margin.max():
+            ax.contour(g1, g2, margin, levels=[0.0], colors=[color], linewidths=1.8)
+    else:
+        ax.contour(g1, g2, cls, levels=levels[1:-1], colors=[color], linewidths=1.5)
+    if label:
+        ax.add_line(Line2D([], [], color=color, linewidth=1.8, label=label))
+    ax.set_xlim(*xlim)
+    ax.set_ylim(*ylim)
+    ax.set_aspect("equal")
+    return cls
+
+
+def plot_classes(ax, points, labels, *, num_classes=None, s=7, alpha=0.55, names=None):
+    """Scatter 2-D ``points`` coloured by int ``labels`` (one legend entry per class)."""
+    points, labels = np.asarray(points), np.asarray(labels)
+    n = int(labels.max()) + 1 if num_classes is None else num_classes
+    for k, c in enumerate(class_colors(n)):
+        name = f"class {k}" if names is None else names[k]
+        sel = labels == k
+        ax.scatter(points[sel, 0], points[sel, 1], s=s, color=c, alpha=alpha, label=name,
+                   linewidths=0)
+    return ax
+
+
+def plot_learned_points(ax, points, labels=None, *, colors=None, size=110, label="learned point"):
+    """Learned points as large crosses with a black edge (coloured by class when given)."""
+    points = np.asarray(points)
+    if colors is None:
+        labels = np.zeros(len(points), int) if labels is None else np.asarray(labels)
+        colors = [CLASS_COLORS[int(k)] for k in labels]
+    for i, (p, c) in enumerate(zip(points, colors, strict=True)):
+        ax.scatter(p[0], p[1], marker="X", s=size, color=c, edgecolors="black", linewidths=1.2,
+                   zorder=5, label=label if i == 0 else None)
+    return ax
+
+
+def plot_trajectories(ax, paths, *, cmap="viridis", linewidth=1.6, label=None, zorder=4):
+    """Paths of points over time, each segment coloured by its time (early dark, late bright).
+
+    Args:
+      ax: matplotlib axes.
+      paths: ``(T, m, 2)``: m points over T time steps.
+      cmap: sequential colormap for time.
+      label: legend entry (one for all paths).
+
+    Returns:
+      The ``LineCollection`` (pass it to ``fig.colorbar`` for a time colour bar; its values
+      run over the time index 0..T-1).
+    """
+    from matplotlib.collections import LineCollection
+
+    paths = np.asarray(paths)
+    if paths.ndim != 3 or paths.shape[-1] != 2 or paths.shape[0] < 2:
+        raise ValueError(f"`paths` must have shape (T >= 2, m, 2); got {paths.shape}.")
+    t = paths.shape[0]
+    segs = np.concatenate(
+        [np.stack([paths[:-1, i], paths[1:, i]], axis=1) for i in range(paths.shape[1])]
+    )
+    times = np.tile(np.arange(t - 1), paths.shape[1])
+    lines = LineCollection(segs, cmap=cmap, linewidths=linewidth, label=label, zorder=zorder)
+    lines.set_array(times)
+    lines.set_clim(0, t - 1)
+    ax.add_collection(lines)
+    return lines
+
+
+def animation_html(fig, update, frames, *, interval=120):
+    """Render ``update(i)`` for ``i`` in ``range(frames)`` as a self-contained HTML animation.
+
+    A ``matplotlib.animation.FuncAnimation`` exported with ``to_jshtml``: the frames are PNGs
+    embedded in the page, so it plays in a static HTML book (show it with
+    ``IPython.display.HTML``). Keep ``frames`` and the figure's dpi small; the figure is closed.
+
+    Returns:
+      The HTML string.
+    """
+    from matplotlib.animation import FuncAnimation
+
+    if frames < 1:
+        raise ValueError(f"`frames` must be >= 1; got {frames}.")
+    anim = FuncAnimation(fig, update, frames=frames, interval=interval, blit=False)
+    html = anim.to_jshtml(default_mode="once")
+    plt.close(fig)
+    return html
