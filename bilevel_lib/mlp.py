@@ -28,14 +28,19 @@ def _check_sizes(sizes):
     return tuple(int(s) for s in sizes)
 
 
-def init(key, sizes, *, dtype=jnp.float32):
+def init(key, sizes, *, dtype=jnp.float32, out_scale=1.0):
     r"""He-normal weights (``N(0, 2 / fan_in)``) and zero biases for layer sizes ``sizes``.
+
+    ``out_scale`` multiplies the last layer's weights: ``out_scale < 1`` starts the network
+    near the uniform prediction (small initial logits), so that no region of the input space is
+    classified confidently before training.
 
     Args:
       key: a ``jax.random`` key.
       sizes: ``(d_in, hidden_1, ..., d_out)``, e.g. ``(2, 200, 200, 200, 200, 2)`` for four
         hidden ReLU layers of 200 units on 2-D inputs with 2 output logits.
       dtype: parameter dtype.
+      out_scale: factor (>= 0) on the He-normal weights of the output layer.
 
     Returns:
       ``{"w0", "b0", ..., "w{L-1}", "b{L-1}"}`` with ``L = len(sizes) - 1`` linear layers.
@@ -47,10 +52,14 @@ def init(key, sizes, *, dtype=jnp.float32):
       {'b0': (8,), 'b1': (3,), 'w0': (2, 8), 'w1': (8, 3)}
     """
     sizes = _check_sizes(sizes)
+    if not isinstance(out_scale, numbers.Real) or not out_scale >= 0:
+        raise ValueError(f"`out_scale` must be a number >= 0; got {out_scale!r}.")
     keys = jax.random.split(key, len(sizes) - 1)
     params = {}
     for i, (k, fan_in, fan_out) in enumerate(zip(keys, sizes[:-1], sizes[1:], strict=True)):
         scale = jnp.sqrt(2.0 / fan_in).astype(dtype)
+        if i == len(sizes) - 2:
+            scale = scale * out_scale
         params[f"w{i}"] = scale * jax.random.normal(k, (fan_in, fan_out), dtype)
         params[f"b{i}"] = jnp.zeros((fan_out,), dtype)
     return params

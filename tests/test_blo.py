@@ -1,0 +1,242 @@
+"""bilevel_lib.blo against known answers.
+
+Known answers: Theorem 3.1's closed-form outer limit (cold start + exact hypergradient converges
+to the outer solution closest to x0), Lemma C.1's closed-form inner limit, and the two loops
+re-written by hand in NumPy (gradient descent on the inner quadratic, the pinv / Neumann
+hypergradient, an SGD outer step), which they must reproduce step by step.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from conftest import make_least_squares
+
+from bilevel_lib import blo, quadratic
+from bilevel_lib import hypergrad as hg
+
+
+def _steps_to_converge(rate, tol):
+    return int(np.ceil(np.log(tol) / np.log(rate)))
+
+
+def _outer_setup(p, y0):
+    """M = Psi Phi^+, the outer Hessian M^T M and a step size from its eigenvalues."""
+    phi_pinv = np.linalg.pinv(p.phi)
+    m = p.psi @ phi_pinv
+    sig2 = np.linalg.svd(m, compute_uv=False) ** 2
+    sig2 = sig2[sig2 > 1e-10 * sig2.max()]
+    return m, 1.0 / sig2.max(), sig2.min() / sig2.max()
+
+
+@pytest.mark.parametrize("dtype, y0_kind", [(np.float64, "zero"), (np.float64, "random"),
+                                            (np.float32, "random")])
+def test_theorem_3_1_cold_start_exact_reaches_closest_outer_solution(dtype, y0_kind):
+    with jax.enable_x64(dtype == np.float64):
+        p = make_least_squares(20, m=3, n=7, p=2, dtype=dtype)
+        rng = np.random.default_rng(21)
+        y0 = np.zeros(7) if y0_kind == "zero" else rng.standard_normal(7)
+        x0 = rng.standard_normal(3)
+        m, outer_lr, ratio = _outer_setup(p, y0)
+        assert m.shape == (2, 3) and ratio > 0.05  # outer solutions form a line in R^3
+        # Inner: H = Phi^T Phi has nonzero eigenvalues in [1, 4]; lr = 1/4 contracts by 3/4.
+        inner_steps = _steps_to_converge(0.75, 1e-15)
+        outer_steps = _steps_to_converge(1.0 - ratio, 1e-11)
+        x, y, trace = jax.jit(functools.partial(
+            blo.cold_start, p.inner, p.outer, hypergrad=hg.exact,
+            outer_opt=optax.sgd(outer_lr), inner_opt=optax.sgd(0.25),
+            outer_steps=outer_steps, inner_steps=inner_steps, trace_y=True))(
+            jnp.asarray(x0, dtype), jnp.asarray(y0, dtype))
+
+        x_star, y_star = quadratic.min_norm_outer_solution(p.phi, p.psi, p.t, x0, y0)
+        x_star, y_star = np.asarray(x_star), np.asarray(y_star)
+        tol = 1e-8 if dtype == np.float64 else 2e-3
+        np.testing.assert_allclose(x, x_star, atol=tol)
+        np.testing.assert_allclose(trace["y"][-1], y_star, atol=tol)
+        # x* is a stationary point of the outer objective F(x) = 1/2 |M x - t'|^2 ...
+        t_eff = p.t - p.psi @ (y0 - np.linalg.pinv(p.phi) @ (p.phi @ y0))
+        np.testing.assert_allclose(m.T @ (m @ x_star - t_eff), 0.0, atol=tol)
+        # ... and the closest one to x0: moving along the solution line only increases |x - x0|.
+        null_m = np.linalg.svd(m)[2][-1]
+        for step in (-0.5, 0.1, 1.0):
+            assert np.linalg.norm(x_star + step * null_m - x0) > np.linalg.norm(x_star - x0)
+        assert np.linalg.norm(x_star - x0) > 1e-2  # x0 itself is not a solution
+
+        # Cold start resets y to y0 each step: the inner solution at x_t is the one closest to
+        # y0 (Lemma C.1), for every t.
+        for t in (0, 1, outer_steps // 2, outer_steps - 1):
+            want = quadratic.closest_solution(p.phi, np.asarray(trace["x"][t], np.float64), y0)
+            np.testing.assert_allclose(trace["y"][t], want, atol=tol)
+
+
+# ---------------------------------------------------------------------------------------------
+# The loops step by step against a NumPy re-implementation
+# ---------------------------------------------------------------------------------------------
+
+
+def _numpy_loop(p, x0, y0, *, warm, outer_lr, inner_lr, outer_steps, inner_steps, hyper):
+    """Algorithms 1 and 2 with gradient descent inner steps and an SGD outer step."""
+    h_mat = p.phi.T @ p.phi
+    x, y = x0.copy(), y0.copy()
+    xs, ys, hs = [], [], []
+    for _ in range(outer_steps):
+        if not warm:
+            y = y0.copy()
+        for _ in range(inner_steps):
+            y = y - inner_lr * (h_mat @ y - p.phi.T @ x)
+        h = hyper(x, y)
+        xs.append(x.copy())
+        ys.append(y.copy())
+        hs.append(h)
+        x = x - outer_lr * h
+    return x, y, np.array(xs), np.array(ys), np.array(hs)
+
+
+def _pinv_hypergrad(p):
+    phi_pinv = np.linalg.pinv(p.phi)
+    return lambda x, y: phi_pinv.T @ p.psi.T @ (p.psi @ y - p.t)
+
+
+def _neumann_hypergrad(p, steps, lr):
+    h_mat = p.phi.T @ p.phi
+    n = h_mat.shape[0]
+    series = sum((np.linalg.matrix_power(np.eye(n) - lr * h_mat, j) for j in range(steps)),
+                 np.zeros((n, n)))
+    # B = -Phi^T, so -B^T (lr * series) F_y = Phi (lr * series) F_y.
+    return lambda x, y: p.phi @ (lr * series) @ p.psi.T @ (p.psi @ y - p.t)
+
+
+@pytest.mark.parametrize("warm, jit", [(False, False), (True, False), (False, True),
+                                       (True, True)])
+def test_loops_match_numpy_step_by_step(x64, warm, jit):
+    p = make_least_squares(22, m=3, n=6, p=2)
+    rng = np.random.default_rng(23)
+    x0, y0 = rng.standard_normal(3), rng.standard_normal(6)
+    outer_lr, inner_lr, outer_steps, inner_steps = 0.3, 0.2, 6, 3
+    loop = blo.warm_start if warm else blo.cold_start
+    run = functools.partial(loop, p.inner, p.outer, hypergrad=hg.exact,
+                            outer_opt=optax.sgd(outer_lr), inner_opt=optax.sgd(inner_lr),
+                            outer_steps=outer_steps, inner_steps=inner_steps, trace_y=True)
+    x, y, trace = (jax.jit(run) if jit else run)(jnp.asarray(x0), jnp.asarray(y0))
+    want_x, want_y, xs, ys, hs = _numpy_loop(
+        p, x0, y0, warm=warm, outer_lr=outer_lr, inner_lr=inner_lr, outer_steps=outer_steps,
+        inner_steps=inner_steps, hyper=_pinv_hypergrad(p))
+
+    assert set(trace) == {"x", "y", "outer_loss", "inner_loss", "hypergrad_norm"}
+    assert trace["x"].shape == (outer_steps, 3) and trace["y"].shape == (outer_steps, 6)
+    assert trace["outer_loss"].shape == (outer_steps,)
+    np.testing.assert_allclose(trace["x"], xs, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(trace["y"], ys, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(x, want_x, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(y, want_y, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(trace["hypergrad_norm"], np.linalg.norm(hs, axis=1), rtol=1e-10)
+    np.testing.assert_allclose(
+        trace["outer_loss"], 0.5 * np.sum((ys @ p.psi.T - p.t) ** 2, axis=1), rtol=1e-10)
+    np.testing.assert_allclose(
+        trace["inner_loss"], 0.5 * np.sum((ys @ p.phi.T - xs) ** 2, axis=1), rtol=1e-9,
+        atol=1e-14)
+    # Cold and warm really differ here (3 inner steps do not converge): the test can tell them
+    # apart.
+    other_y = _numpy_loop(p, x0, y0, warm=not warm, outer_lr=outer_lr, inner_lr=inner_lr,
+                          outer_steps=outer_steps, inner_steps=inner_steps,
+                          hyper=_pinv_hypergrad(p))[3]
+    assert np.max(np.abs(other_y - ys)) > 1e-3
+
+
+def test_vmap_over_seeds_reaches_each_closest_solution(x64):
+    p = make_least_squares(24, m=3, n=6, p=2)
+    m, outer_lr, ratio = _outer_setup(p, np.zeros(6))
+    outer_steps = _steps_to_converge(1.0 - ratio, 1e-10)
+    assert outer_steps < 1000
+
+    def run(key):
+        x0 = jax.random.normal(key, (3,), jnp.float64)
+        x, _, _ = blo.cold_start(p.inner, p.outer, x0, jnp.zeros(6), hypergrad=hg.exact,
+                                 outer_opt=optax.sgd(outer_lr), inner_opt=optax.sgd(0.25),
+                                 outer_steps=outer_steps, inner_steps=120)
+        return x0, x
+
+    x0s, xs = jax.jit(jax.vmap(run))(jax.random.split(jax.random.PRNGKey(0), 3))
+    for x0, x in zip(x0s, xs, strict=True):
+        x_star, _ = quadratic.min_norm_outer_solution(p.phi, p.psi, p.t, x0)
+        np.testing.assert_allclose(x, x_star, atol=1e-7)
+    # Different starts give different limits: the implicit bias depends on x0.
+    assert np.linalg.norm(xs[0] - xs[1]) > 1e-2
+
+
+def test_vmap_over_outer_lr_and_neumann_lr(x64):
+    p = make_least_squares(25, m=3, n=6, p=2)
+    rng = np.random.default_rng(26)
+    x0, y0 = rng.standard_normal(3), np.zeros(6)
+    outer_lrs, neumann_lrs = np.array([0.1, 0.4]), np.array([0.05, 0.2])
+
+    def run(outer_lr, neumann_lr):
+        hyper = functools.partial(hg.neumann, steps=4, lr=neumann_lr)
+        return blo.warm_start(p.inner, p.outer, jnp.asarray(x0), jnp.asarray(y0),
+                              hypergrad=hyper, outer_opt=optax.sgd(outer_lr),
+                              inner_opt=optax.sgd(0.2), outer_steps=5, inner_steps=2)[0]
+
+    got = jax.jit(jax.vmap(run))(jnp.asarray(outer_lrs), jnp.asarray(neumann_lrs))
+    for row, outer_lr, neumann_lr in zip(got, outer_lrs, neumann_lrs, strict=True):
+        want = _numpy_loop(p, x0, y0, warm=True, outer_lr=outer_lr, inner_lr=0.2,
+                           outer_steps=5, inner_steps=2,
+                           hyper=_neumann_hypergrad(p, 4, neumann_lr))[0]
+        np.testing.assert_allclose(row, want, rtol=1e-10)
+
+
+def test_remark_3_2_strongly_convex_full_warm_equals_cold(x64):
+    """With a strongly convex inner problem solved to convergence, warm start = cold start."""
+    rng = np.random.default_rng(27)
+    a = jnp.asarray(rng.standard_normal((4, 4)) + 3 * np.eye(4))
+    psi, t = jnp.asarray(rng.standard_normal((2, 4))), jnp.asarray(rng.standard_normal(2))
+    hess = np.asarray(a.T @ a)
+    lam = np.linalg.eigvalsh(hess)
+    inner = lambda x, y: 0.5 * jnp.sum((a @ y - x) ** 2)
+    outer = lambda x, y: 0.5 * jnp.sum((psi @ y - t) ** 2)
+    inner_steps = _steps_to_converge(1 - lam.min() / lam.max(), 1e-14)
+    kw = dict(hypergrad=hg.exact, outer_opt=optax.sgd(0.05),
+              inner_opt=optax.sgd(1.0 / lam.max()), outer_steps=8, inner_steps=inner_steps)
+    x0, y0 = jnp.asarray(rng.standard_normal(4)), jnp.asarray(rng.standard_normal(4))
+    xw = jax.jit(lambda x, y: blo.warm_start(inner, outer, x, y, **kw)[2]["x"])(x0, y0)
+    xc = jax.jit(lambda x, y: blo.cold_start(inner, outer, x, y, **kw)[2]["x"])(x0, y0)
+    np.testing.assert_allclose(xw, xc, atol=1e-10)
+    assert np.linalg.norm(xw[-1] - xw[0]) > 1e-2
+
+
+def test_pytree_parameters_and_trace_shapes():
+    """x and y as dicts: the loop, the trace and the estimators keep the structure."""
+    def inner(x, y):
+        return 0.5 * jnp.sum((y["w"] - x["target"]) ** 2) + 0.5 * (y["b"] - x["shift"]) ** 2
+
+    def outer(x, y):
+        return 0.5 * jnp.sum((y["w"] - 1.0) ** 2) + 0.5 * (y["b"] + 2.0) ** 2
+
+    x0 = {"target": jnp.zeros(3), "shift": jnp.asarray(0.0)}
+    y0 = {"w": jnp.zeros(3), "b": jnp.asarray(0.0)}
+    x, y, trace = jax.jit(lambda a, b: blo.cold_start(
+        inner, outer, a, b, hypergrad=hg.exact, outer_opt=optax.sgd(0.5),
+        inner_opt=optax.sgd(0.5), outer_steps=60, inner_steps=60, trace_y=True))(x0, y0)
+    assert trace["x"]["target"].shape == (60, 3) and trace["x"]["shift"].shape == (60,)
+    assert trace["y"]["w"].shape == (60, 3) and trace["y"]["b"].shape == (60,)
+    assert x["target"].dtype == jnp.float32
+    # y*(x) = x here, so the outer optimum is x = (1, 1, 1; -2).
+    np.testing.assert_allclose(x["target"], 1.0, atol=1e-5)
+    np.testing.assert_allclose(x["shift"], -2.0, atol=1e-5)
+    np.testing.assert_allclose(y["w"], 1.0, atol=1e-5)
+
+
+def test_log_every_prints_progress(capfd):
+    inner = lambda x, y: 0.5 * jnp.sum((y - x) ** 2)
+    outer = lambda x, y: 0.5 * jnp.sum((y - 3.0) ** 2)
+    blo.warm_start(inner, outer, jnp.zeros(1), jnp.zeros(1), hypergrad=hg.exact,
+                   outer_opt=optax.sgd(0.5), inner_opt=optax.sgd(0.5), outer_steps=5,
+                   inner_steps=1, log_every=2)
+    jax.effects_barrier()
+    out = capfd.readouterr().out
+    lines = [line for line in out.splitlines() if "warm-start step" in line]
+    assert [line.split()[2] for line in lines] == ["1/5", "3/5", "5/5"]
