@@ -170,15 +170,7 @@ def min_norm_outer_solution(phi, psi, t, x0, y0=None, *, rtol=None):
       >>> x.round(5).tolist(), y.round(5).tolist()
       ([1.0, 3.0], [1.0, 2.0])
     """
-    phi, psi, t, x0 = map(jnp.asarray, (phi, psi, t, x0))
-    if phi.ndim != 2 or psi.ndim != 2 or phi.shape[1] != psi.shape[1]:
-        raise ValueError(
-            f"`phi` (m, n) and `psi` (p, n) must share n; got {phi.shape} and {psi.shape}."
-        )
-    if t.shape != (psi.shape[0],):
-        raise ValueError(f"`t` must have shape ({psi.shape[0]},); got {t.shape}.")
-    if x0.shape != (phi.shape[0],):
-        raise ValueError(f"`x0` must have shape ({phi.shape[0]},); got {x0.shape}.")
+    phi, psi, t, x0 = _check_family(phi, psi, t, x0, "x0")
     y0 = jnp.zeros(phi.shape[1], phi.dtype) if y0 is None else jnp.asarray(y0)
     phi_pinv = _pinv(phi, rtol)
     m = psi @ phi_pinv
