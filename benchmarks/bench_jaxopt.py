@@ -7,7 +7,8 @@ penalties, the outer objective is the validation loss:
     f(x, y) = 1/(2n) |net(y; U) - v|^2 + 1/2 sum_l exp(x_l) (|W_l|^2 + |b_l|^2),
     F(x, y) = 1/(2n') |net(y; U') - v'|^2.
 
-The inner problem is first solved to near stationarity (L-BFGS). At that point both libraries
+The inner problem is first solved to near stationarity (L-BFGS, then two Newton-CG steps, in
+float64; ``|grad_y f|`` ends near 1e-15). At the float32 copy of that point both libraries
 compute the same quantity, ``dF/dx = F_x - B^T v`` with ``v`` from 20 conjugate-gradient
 iterations on ``H v = F_y``:
 
