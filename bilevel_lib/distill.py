@@ -296,7 +296,7 @@ def full_unroll(y0, *, steps, lr):
     Returns an estimator ``(inner, outer, x, y) -> dF/dx`` of
     ``d/dx F(x, Phi_K(y0, x))`` with ``Phi_K`` = K gradient-descent steps of size ``lr`` from
     ``y0`` (reverse-mode through all K steps; memory O(K dim y)). It ignores the ``y`` it is
-    given, so with :func:`bilevel_lib.blo.cold_start` (``inner_opt=optax.sgd(lr)``,
+    given, so with ``bilevel_lib.blo.cold_start`` (``inner_opt=optax.sgd(lr)``,
     ``inner_steps=K``) it is the exact gradient of the cold-start objective
     ``x -> F(x, Phi_K(y0, x))``, the "full unroll" of Maclaurin et al. (2015).
 
@@ -426,7 +426,7 @@ def trajectory_data(trace_x, labels=None, *, every=1):
     r"""All learned points visited along a run, as one data set ``(points, targets)``.
 
     Args:
-      trace_x: ``trace["x"]`` from :func:`bilevel_lib.blo.warm_start`: an array ``(T, m, d)``,
+      trace_x: ``trace["x"]`` from ``bilevel_lib.blo.warm_start``: an array ``(T, m, d)``,
         or a dict with ``"points"`` ``(T, m, d)`` and optionally ``"label_logits"``
         ``(T, m, C)``.
       labels: ``(m,)`` int hard labels (needed without ``"label_logits"``).
