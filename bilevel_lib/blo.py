@@ -126,6 +126,12 @@ _DOC_ARGS = r"""
 
 def cold_start(inner, outer, x0, y0, *, hypergrad, outer_opt, inner_opt, outer_steps,
                inner_steps, trace_y=False, log_every=None):
+    return _run(inner, outer, x0, y0, hypergrad=hypergrad, outer_opt=outer_opt,
+                inner_opt=inner_opt, outer_steps=outer_steps, inner_steps=inner_steps,
+                warm=False, trace_y=trace_y, log_every=log_every)
+
+
+cold_start.__doc__ = (
     r"""Cold-start BLO (Algorithm 1): reset y to y0 before every outer step.
 
     .. math:: y_{t} = \Phi_{T}(y_0, x_t),\qquad x_{t+1} = x_t - \beta\,\widehat{\nabla} F(x_t)
@@ -141,13 +147,17 @@ def cold_start(inner, outer, x0, y0, *, hypergrad, outer_opt, inner_opt, outer_s
       >>> round(float(x[0]), 4), trace["x"].shape
       (3.0, (50, 1))
     """
-    return _run(inner, outer, x0, y0, hypergrad=hypergrad, outer_opt=outer_opt,
-                inner_opt=inner_opt, outer_steps=outer_steps, inner_steps=inner_steps,
-                warm=False, trace_y=trace_y, log_every=log_every)
+)
 
 
 def warm_start(inner, outer, x0, y0, *, hypergrad, outer_opt, inner_opt, outer_steps,
                inner_steps, trace_y=False, log_every=None):
+    return _run(inner, outer, x0, y0, hypergrad=hypergrad, outer_opt=outer_opt,
+                inner_opt=inner_opt, outer_steps=outer_steps, inner_steps=inner_steps,
+                warm=True, trace_y=trace_y, log_every=log_every)
+
+
+warm_start.__doc__ = (
     r"""Warm-start BLO (Algorithm 2): carry y (and its optimiser state) across outer steps.
 
     .. math:: y_{t} = \Phi_{T}(y_{t-1}, x_t),\qquad x_{t+1} = x_t - \beta\,\widehat{\nabla} F(x_t)
@@ -164,9 +174,7 @@ def warm_start(inner, outer, x0, y0, *, hypergrad, outer_opt, inner_opt, outer_s
       >>> round(float(y[0]), 4)
       3.0
     """
-    return _run(inner, outer, x0, y0, hypergrad=hypergrad, outer_opt=outer_opt,
-                inner_opt=inner_opt, outer_steps=outer_steps, inner_steps=inner_steps,
-                warm=True, trace_y=trace_y, log_every=log_every)
+)
 
 
 def inner_gd(inner, x, y0, *, lr, steps, max_steps=None):
