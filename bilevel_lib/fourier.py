@@ -360,7 +360,7 @@ def exact_inner_solver(hess, *, rtol=None):
 
     Args:
       hess: the constant (n, n) inner Hessian (1-D parameters only).
-      rtol: cut-off of :func:`jax.numpy.linalg.pinv`.
+      rtol: cut-off of ``jax.numpy.linalg.pinv``.
 
     Returns:
       ``optax.GradientTransformation``.
