@@ -40,6 +40,17 @@ def _pinv(a, rtol=None):
     return jnp.linalg.pinv(a, rtol=rtol)
 
 
+def _check_quadratic(hess, b, y0):
+    hess, b, y0 = jnp.asarray(hess), jnp.asarray(b), jnp.asarray(y0)
+    if hess.ndim != 2 or hess.shape[0] != hess.shape[1]:
+        raise ValueError(f"`hess` must be a square matrix; got shape {hess.shape}.")
+    if b.shape != (hess.shape[0],) or y0.shape != (hess.shape[0],):
+        raise ValueError(
+            f"`b` and `y0` must have shape ({hess.shape[0]},); got {b.shape} and {y0.shape}."
+        )
+    return hess, b, y0
+
+
 def closest_minimizer(hess, b, y0, *, rtol=None):
     r"""Minimiser of ``1/2 y^T H y + b^T y`` closest to ``y0`` (Lemma C.1).
 
@@ -63,13 +74,7 @@ def closest_minimizer(hess, b, y0, *, rtol=None):
       >>> closest_minimizer(H, jnp.array([-2.0, 0.0]), jnp.array([5.0, 7.0])).tolist()
       [2.0, 7.0]
     """
-    hess, b, y0 = jnp.asarray(hess), jnp.asarray(b), jnp.asarray(y0)
-    if hess.ndim != 2 or hess.shape[0] != hess.shape[1]:
-        raise ValueError(f"`hess` must be a square matrix; got shape {hess.shape}.")
-    if b.shape != (hess.shape[0],) or y0.shape != (hess.shape[0],):
-        raise ValueError(
-            f"`b` and `y0` must have shape ({hess.shape[0]},); got {b.shape} and {y0.shape}."
-        )
+    hess, b, y0 = _check_quadratic(hess, b, y0)
     return y0 - _pinv(hess, rtol) @ (hess @ y0 + b)
 
 
@@ -216,13 +221,7 @@ def gradient_descent(hess, b, y0, *, lr, steps, trace=False):
       ...                  steps=3).tolist()
       [2.0, 7.0]
     """
-    hess, b, y0 = jnp.asarray(hess), jnp.asarray(b), jnp.asarray(y0)
-    if hess.ndim != 2 or hess.shape[0] != hess.shape[1]:
-        raise ValueError(f"`hess` must be a square matrix; got shape {hess.shape}.")
-    if b.shape != (hess.shape[0],) or y0.shape != (hess.shape[0],):
-        raise ValueError(
-            f"`b` and `y0` must have shape ({hess.shape[0]},); got {b.shape} and {y0.shape}."
-        )
+    hess, b, y0 = _check_quadratic(hess, b, y0)
     _checks.check_positive(lr, "lr")
     steps = _checks.check_steps(steps, "steps")
 
