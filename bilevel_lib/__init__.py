@@ -13,7 +13,8 @@ Submodules have one job each:
 * :mod:`bilevel_lib.hvp` -- Hessian-vector products in three autodiff modes;
 * :mod:`bilevel_lib.ridge` -- the ridge-regression example with its closed form;
 * :mod:`bilevel_lib.datasets`, :mod:`bilevel_lib.mlp`, :mod:`bilevel_lib.distill` -- 2-D data
-  sets, a ReLU MLP and dataset-distillation objectives (warm-start memory);
+  sets (and a loader of MNIST, Fashion-MNIST, CIFAR-10), a ReLU MLP and dataset-distillation
+  objectives (warm-start memory);
 * :mod:`bilevel_lib.fourier` -- the Fourier-feature regression task (anti-distillation);
 * :mod:`bilevel_lib.plotting` -- the book's figure style;
 * :mod:`bilevel_lib.runtime` -- device report and the paper-scale switch.

@@ -378,12 +378,11 @@ def _read_cifar_archive(path, split):
     try:
         with tarfile.open(path, "r:gz") as tar:
             # Members are read in memory, never extracted: no paths from the archive are used.
+            # The whole archive is read (no early exit) so that a truncated one always fails.
             for member in tar:
                 key = member.name.rsplit("/", 1)[-1]
                 if member.isfile() and key in wanted and key not in found:
                     found[key] = _unpickle(tar.extractfile(member), "bytes", f"{path}:{key}")
-                    if len(found) == len(wanted):
-                        break
     except (tarfile.TarError, EOFError, gzip.BadGzipFile, zlib.error) as err:
         raise CorruptDatasetError(f"{path}: not a readable .tar.gz ({err}); truncated?") from err
     missing = [key for key in wanted if key not in found]
