@@ -266,8 +266,8 @@ def data_dir():
 
     Returns:
       ``$BILEVEL_DATA`` when set, else ``$XDG_CACHE_HOME/bilevel_lib`` (default
-      ``~/.cache/bilevel_lib``), as a :class:`pathlib.Path`. Each data set has its own
-      subfolder, named as in :data:`NAMES`.
+      ``~/.cache/bilevel_lib``), as a ``pathlib.Path``. Each data set has its own
+      subfolder, named as in ``NAMES``.
 
     Example:
       >>> from unittest import mock
@@ -634,7 +634,7 @@ def load(name, split, *, download=True):
       ``(n,)`` in ``0..9``.
 
     Raises:
-      ValueError: ``name`` or ``split`` is not one of :data:`NAMES` / :data:`SPLITS`.
+      ValueError: ``name`` or ``split`` is not one of ``NAMES`` / ``SPLITS``.
       DatasetNotFoundError: no source had the data; the message lists where it looked.
       CorruptDatasetError: a file is truncated or malformed, or every download of a file
         failed its checksum (nothing is kept then).
