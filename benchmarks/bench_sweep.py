@@ -24,7 +24,8 @@ import time
 import jax
 import jax.numpy as jnp
 
-from bilevel_lib import fourier, hypergrad, runtime, spectral
+from bilevel_lib import hypergrad, runtime, spectral
+from bilevel_lib.tasks import fourier
 
 jax.config.update("jax_enable_x64", True)
 

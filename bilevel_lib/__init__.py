@@ -1,57 +1,45 @@
-"""bilevel_lib: hypergradients and bilevel optimisation loops in JAX, with their implicit bias.
+"""bilevel_lib: hypergradients and bilevel optimization loops in JAX, with their implicit bias.
 
 The companion library of the book *Implicit Bias in Overparameterized Bilevel Optimization*.
-Submodules have one job each:
+The core has one job a module:
 
 * :mod:`bilevel_lib.hypergrad` -- hypergradient estimators with one signature
   ``estimator(inner, outer, x, y, **options)``: ``exact``, ``neumann``, ``damped``, ``cg``,
-  ``unroll``;
+  ``minres``, ``unroll``, and ``implicit`` for a solver of your own;
+* :mod:`bilevel_lib.linalg` -- the one Hessian-vector product, the one zero threshold, and the
+  linear solvers (``solve(matvec, b, *, init) -> (v, info)``);
 * :mod:`bilevel_lib.blo` -- ``cold_start`` and ``warm_start`` loops (one ``lax.scan``);
 * :mod:`bilevel_lib.quadratic` -- closed forms for quadratic problems (closest solutions,
   Kaczmarz projections, Theorem 3.1's outer limit);
-* :mod:`bilevel_lib.spectral` -- the approximations as spectral filters;
-* :mod:`bilevel_lib.hvp` -- Hessian-vector products in three autodiff modes;
-* :mod:`bilevel_lib.ridge` -- the ridge-regression example with its closed form;
-* :mod:`bilevel_lib.datasets`, :mod:`bilevel_lib.mlp`, :mod:`bilevel_lib.distill` -- 2-D data
-  sets (and a loader of MNIST, Fashion-MNIST, CIFAR-10), a ReLU MLP and dataset-distillation
-  objectives (warm-start memory);
-* :mod:`bilevel_lib.fourier` -- the Fourier-feature regression task (anti-distillation);
+* :mod:`bilevel_lib.spectral` -- the approximations as spectral filters.
+
+Around it, and never imported by it:
+
+* :mod:`bilevel_lib.tasks` -- the chapters' tasks (ridge regression, data sets, dataset
+  distillation, Fourier-feature anti-distillation);
+* :mod:`bilevel_lib.models` -- models the tasks train (a ReLU MLP);
+* :mod:`bilevel_lib.profiling` -- Hessian-vector products in three autodiff modes, compiled
+  memory and timing helpers;
 * :mod:`bilevel_lib.plotting` -- the book's figure style;
 * :mod:`bilevel_lib.runtime` -- device report and the paper-scale switch.
 """
 
-from . import (
-    blo,
-    datasets,
-    distill,
-    fourier,
-    hvp,
-    hypergrad,
-    mlp,
-    plotting,
-    quadratic,
-    ridge,
-    runtime,
-    spectral,
-)
+from . import blo, hypergrad, models, plotting, profiling, quadratic, runtime, spectral, tasks
 from .blo import cold_start, inner_gd, warm_start
 from .runtime import device_report, paper_scale
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "blo",
-    "datasets",
-    "distill",
-    "fourier",
-    "hvp",
     "hypergrad",
-    "mlp",
-    "plotting",
     "quadratic",
-    "ridge",
-    "runtime",
     "spectral",
+    "tasks",
+    "models",
+    "profiling",
+    "plotting",
+    "runtime",
     "cold_start",
     "warm_start",
     "inner_gd",

@@ -14,7 +14,7 @@ import numpy as np
 import optax
 import pytest
 
-from bilevel_lib import blo, hvp, quadratic, spectral
+from bilevel_lib import blo, profiling, quadratic, spectral
 from bilevel_lib import hypergrad as hg
 
 A = jnp.array([[1.0, 0.0, 0.0, 1.0], [0.0, 1.0, 1.0, 0.0], [0.0, 0.0, 3.0, 0.0]])
@@ -162,7 +162,7 @@ CASES = [
                  ValueError, r"`hess`", id="apply_filter-not-square"),
     pytest.param(lambda: spectral.max_eigenvalue(inner, X, Y, iters=0), ValueError, r"`iters`",
                  id="max_eigenvalue-iters"),
-    pytest.param(lambda: hvp.hvp(lambda y: jnp.sum(y**2), jnp.ones(2), jnp.ones(2), mode="ff"),
+    pytest.param(lambda: profiling.hvp(lambda y: jnp.sum(y**2), jnp.ones(2), jnp.ones(2), mode="ff"),
                  ValueError, r"`mode`", id="hvp-mode"),
 ]
 

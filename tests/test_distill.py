@@ -1,4 +1,4 @@
-"""bilevel_lib.datasets, .mlp and .distill against known answers.
+"""bilevel_lib.tasks.datasets, .mlp and .distill against known answers.
 
 Known answers used here: exact ring geometry (noise-free radii, class counts), the sinusoid's
 defining inequality, a NumPy forward pass of the MLP, central finite differences (float64), the
@@ -17,7 +17,9 @@ import numpy as np
 import optax
 import pytest
 
-from bilevel_lib import blo, datasets, distill, hypergrad, mlp, quadratic
+from bilevel_lib import blo, hypergrad, quadratic
+from bilevel_lib.models import mlp
+from bilevel_lib.tasks import datasets, distill
 
 # ---------------------------------------------------------------------------------------------
 # datasets

@@ -1,4 +1,4 @@
-"""Tests of bilevel_lib.fourier (the anti-distillation task) against known answers.
+"""Tests of bilevel_lib.tasks.fourier (the anti-distillation task) against known answers.
 
 Known answers used here: trigonometric values at u = 0, pi/2, pi; the stated amplitude
 schedules; Lemma C.1 (gradient descent from w0 reaches w0 + Phi^+ (x - Phi w0)); Theorem 3.1
@@ -17,7 +17,8 @@ import numpy as np
 import optax
 import pytest
 
-from bilevel_lib import blo, fourier, hypergrad, spectral
+from bilevel_lib import blo, hypergrad, spectral
+from bilevel_lib.tasks import fourier
 
 
 @pytest.fixture(autouse=True)

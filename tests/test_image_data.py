@@ -1,4 +1,4 @@
-"""Tests of ``bilevel_lib.datasets.load``: parsers, sources, download, errors, real files.
+"""Tests of ``bilevel_lib.tasks.datasets.load``: parsers, sources, download, errors, real files.
 
 Every test runs with the network cut off (``urllib.request.urlopen`` raises) and, unless it
 says otherwise, with the offline packages hidden and ``BILEVEL_DATA`` pointing at an empty
@@ -20,7 +20,7 @@ import urllib.request
 import numpy as np
 import pytest
 
-from bilevel_lib import datasets
+from bilevel_lib.tasks import datasets
 
 STEMS = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),

@@ -1,4 +1,4 @@
-"""bilevel_lib.hvp and bilevel_lib.ridge against known answers.
+"""bilevel_lib.profiling and bilevel_lib.tasks.ridge against known answers.
 
 Known answers: dense Hessians (``jax.hessian``) and closed-form Hessians for the three HVP modes;
 central finite differences and the normal equations for the ridge closed forms; an explicit
@@ -13,8 +13,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bilevel_lib import hypergrad, ridge
-from bilevel_lib.hvp import HVP_MODES, hvp, temp_bytes, time_jitted
+from bilevel_lib import hypergrad
+from bilevel_lib.tasks import ridge
+from bilevel_lib.profiling import HVP_MODES, hvp, temp_bytes, time_jitted
 
 
 @pytest.fixture(autouse=True)

@@ -28,7 +28,7 @@ import numpy as np
 import optax
 from jax import lax
 
-from . import _checks, hypergrad
+from .. import _checks, hypergrad
 
 __all__ = [
     "soft_labels",
@@ -179,7 +179,7 @@ def objectives(apply, data_points, data_labels, *, labels=None):
     directly: x reaches it only through y, i.e. through the hypergradient.
 
     Args:
-      apply: ``apply(params, points (n, d)) -> logits (n, C)``, e.g. :func:`bilevel_lib.mlp.apply`.
+      apply: ``apply(params, points (n, d)) -> logits (n, C)``, e.g. :func:`bilevel_lib.models.mlp.apply`.
       data_points: ``(N, d)`` original inputs.
       data_labels: ``(N,)`` int original labels.
       labels: ``(m,)`` int hard labels of the learned points (``None`` for soft labels).
@@ -273,7 +273,7 @@ def retrain(apply, params0, points, targets, *, steps, optimizer):
 
     Example:
       >>> import jax, jax.numpy as jnp, optax
-      >>> from bilevel_lib import mlp
+      >>> from bilevel_lib.models import mlp
       >>> p0 = mlp.init(jax.random.PRNGKey(0), (2, 16, 2))
       >>> pts, lab = jnp.array([[-1.0, 0.0], [1.0, 0.0]]), jnp.array([0, 1])
       >>> p, losses = retrain(mlp.apply, p0, pts, lab, steps=300, optimizer=optax.adam(0.05))

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _checks, spectral
+from .. import _checks, spectral
 
 __all__ = [
     "RidgeData",

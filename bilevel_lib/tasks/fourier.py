@@ -29,7 +29,7 @@ Neumann sum, ``(H + eps I)^{-1}``) converges to
 
 Also here: an optax "optimiser" that solves the quadratic inner problem exactly
 (:func:`exact_inner_solver`), a vmapped, jitted cold-start sweep over one estimator option
-(:func:`cold_start_sweep`), and the task with a small ReLU MLP (:mod:`bilevel_lib.mlp`) as the
+(:func:`cold_start_sweep`), and the task with a small ReLU MLP (:mod:`bilevel_lib.models.mlp`) as the
 inner model (:func:`mlp_problem`).
 """
 
@@ -44,7 +44,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from . import _checks, blo, mlp, quadratic
+from .. import _checks, blo, quadratic
+from ..models import mlp
 
 __all__ = [
     "SCHEDULES",
@@ -472,16 +473,16 @@ def cold_start_sweep(inner, outer, x0, y0, *, estimator, param, values, options=
 
 
 def mlp_init(key, sizes=(1, 10, 10, 1), dtype=None):
-    r"""LeCun-normal parameters for :mod:`bilevel_lib.mlp`: weights N(0, 1/fan_in), zero biases.
+    r"""LeCun-normal parameters for :mod:`bilevel_lib.models.mlp`: weights N(0, 1/fan_in), zero biases.
 
     ``sizes=(1, 10, 10, 1)`` is the paper's "2 layers, 10 hidden units per layer" (141
-    parameters). These are the He-normal draws of :func:`bilevel_lib.mlp.init` divided by
+    parameters). These are the He-normal draws of :func:`bilevel_lib.models.mlp.init` divided by
     ``sqrt(2)``. The paper does not state its initialisation; with He's ``2/fan_in`` the
     untrained net's outputs on inputs in [-3, 3] are so large that gradient descent at lr 0.01
     often starts with a blow-up and ends in a poor fit.
 
     Returns:
-      The dict pytree ``{"w0", "b0", ...}`` of :mod:`bilevel_lib.mlp`.
+      The dict pytree ``{"w0", "b0", ...}`` of :mod:`bilevel_lib.models.mlp`.
 
     Example:
       >>> import jax
@@ -508,7 +509,7 @@ class MLPAntiDistillation(NamedTuple):
 
     @staticmethod
     def predict(params, u):
-        """The MLP (a :mod:`bilevel_lib.mlp` dict pytree) at scalar inputs ``u (N,) -> (N,)``."""
+        """The MLP (a :mod:`bilevel_lib.models.mlp` dict pytree) at scalar inputs ``u (N,) -> (N,)``."""
         return mlp.apply(params, jnp.asarray(u)[:, None])[:, 0]
 
     def inner(self, x, params):

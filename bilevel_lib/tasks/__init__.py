@@ -1,0 +1,16 @@
+"""The chapters' tasks: data, objectives and closed forms of the book's experiments.
+
+Everything here is built on the core (:mod:`bilevel_lib.hypergrad`, :mod:`bilevel_lib.blo`,
+:mod:`bilevel_lib.quadratic`, :mod:`bilevel_lib.spectral`); nothing in the core imports it.
+
+* :mod:`bilevel_lib.tasks.ridge` -- ridge regression with its closed-form hypergradient
+  (chapter 1, the tutorial's example);
+* :mod:`bilevel_lib.tasks.datasets` -- seeded 2-D data sets and the image benchmarks
+  (MNIST, Fashion-MNIST, CIFAR-10) loaded from offline copies or verified downloads;
+* :mod:`bilevel_lib.tasks.distill` -- dataset-distillation objectives (chapter 4);
+* :mod:`bilevel_lib.tasks.fourier` -- the Fourier-feature anti-distillation task (chapter 6).
+"""
+
+from . import datasets, distill, fourier, ridge
+
+__all__ = ["datasets", "distill", "fourier", "ridge"]
