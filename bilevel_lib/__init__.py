@@ -5,7 +5,9 @@ Submodules have one job each:
 
 * :mod:`bilevel_lib.hypergrad` -- hypergradient estimators with one signature
   ``estimator(inner, outer, x, y, **options)``: ``exact``, ``neumann``, ``damped``, ``cg``,
-  ``unroll``;
+  ``minres``, ``unroll`` (all but ``unroll`` built on ``implicit``);
+* :mod:`bilevel_lib.linalg` -- the core linear algebra: one HVP, one zero threshold, and the
+  linear solvers (CG, damped CG, LSQR-based MINRES, dense pinv) with residual/status info;
 * :mod:`bilevel_lib.blo` -- ``cold_start`` and ``warm_start`` loops (one ``lax.scan``);
 * :mod:`bilevel_lib.quadratic` -- closed forms for quadratic problems (closest solutions,
   Kaczmarz projections, Theorem 3.1's outer limit);
@@ -26,6 +28,7 @@ from . import (
     fourier,
     hvp,
     hypergrad,
+    linalg,
     mlp,
     plotting,
     quadratic,
@@ -45,6 +48,7 @@ __all__ = [
     "fourier",
     "hvp",
     "hypergrad",
+    "linalg",
     "mlp",
     "plotting",
     "quadratic",
