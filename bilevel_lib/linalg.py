@@ -168,7 +168,7 @@ def _warn_if_ambiguous(lam, cutoff, dtype, what="eigenvalues"):
             f"{dropped.max() / lam.max():.3g}) are treated as zero although they are above the "
             f"rounding-noise level {noise / lam.max():.3g} of {jnp.dtype(dtype).name}: `rtol` "
             f"is dropping real curvature.", stacklevel=3)
-    near = lam[(lam > cutoff) & (lam <= _AMBIGUOUS_FACTOR * max(cutoff, noise))]
+    near = lam[(lam > cutoff) & (lam <= _AMBIGUOUS_FACTOR * noise)]
     if near.size:
         warnings.warn(
             f"{near.size} {what} down to {near.min():.3g} (relative {near.min() / lam.max():.3g})"
