@@ -377,3 +377,33 @@ def test_implicit_with_a_custom_solver(x64):
 
     got = hg.implicit(p.inner, p.outer, p.x, p.y, solve=solve)
     np.testing.assert_allclose(got, p.F_x - p.B.T @ np.linalg.solve(p.H, p.F_y), rtol=1e-10)
+
+
+def _spd_float32_system(n, cond):
+    q = _orthogonal(13, n)
+    hess = _sym(q, np.geomspace(1.0, 1.0 / cond, n))
+    return hess, np.random.default_rng(14).standard_normal(n)
+
+
+def test_cg_reports_the_true_residual_in_float32():
+    # Run far past convergence: the recursive residual keeps shrinking, the true one stalls.
+    hess, b = _spd_float32_system(40, 1e3)
+    h32 = jnp.asarray(hess, jnp.float32)
+    v, info = _np(jax.jit(lambda b_: linalg.cg_solve(lambda u: h32 @ u, b_, steps=200))(
+        jnp.asarray(b, jnp.float32)))
+    true = np.linalg.norm(hess @ v.astype(np.float64) - b) / np.linalg.norm(b)
+    np.testing.assert_allclose(info["residual"], true, rtol=0.05)
+
+
+def test_damped_float32_reaches_a_tolerance_its_recursion_alone_misses():
+    # At cond 1e3 the recursive residual of float32 CG drifts below the true one; a stop on
+    # it alone would leave the true residual above tol (measured: 1.6e-5 for tol 1e-5).
+    hess, b = _spd_float32_system(100, 1e3)
+    h32, eps, tol = jnp.asarray(hess, jnp.float32), 1e-4, 1e-5
+    v, info = _np(jax.jit(lambda b_: linalg.damped_solve(lambda u: h32 @ u, b_, eps=eps,
+                                                         tol=tol, maxiter=2000))(
+        jnp.asarray(b, jnp.float32)))
+    true = np.linalg.norm((hess + eps * np.eye(100)) @ v.astype(np.float64) - b)
+    true /= np.linalg.norm(b)
+    assert linalg.status_name(info["status"]) == "converged"
+    assert true <= tol * 1.05
