@@ -503,8 +503,9 @@ def minres_solve(matvec, b, *, steps, max_steps=None, tol=None, init=None):
     one HVP per step was tried first and rejected: without reorthogonalization the lost
     orthogonality of its Lanczos basis made the iterates explode once past the rank.
 
-    Cost: two HVPs per iteration (``A v`` and ``A^T u = A u``), plus two after the loop for
-    the true residuals (one more with ``init``).
+    Cost: two HVPs per iteration (``A v`` and ``A^T u = A u``), plus five outside the loop
+    (the scale probe, the first ``A u``, and ``A v``, ``A r``, ``A b`` for the true residuals;
+    one more with ``init``): ``2 k + 5`` for ``k`` iterations.
 
     Args:
       matvec: ``v -> A v`` for symmetric ``A`` on flat vectors.

@@ -407,3 +407,19 @@ def test_damped_float32_reaches_a_tolerance_its_recursion_alone_misses():
     true /= np.linalg.norm(b)
     assert linalg.status_name(info["status"]) == "converged"
     assert true <= tol * 1.05
+
+
+def test_quadratic_closed_forms_float32_use_the_dtype_threshold():
+    from bilevel_lib import quadratic
+
+    q = _orthogonal(15, 30)
+    lam = np.zeros(30)
+    lam[:20] = np.geomspace(4.0, 4e-4, 20)  # condition number 1e4 on range(H)
+    hess = _sym(q, lam)
+    rng = np.random.default_rng(16)
+    b, y0 = hess @ rng.standard_normal(30), rng.standard_normal(30)
+    want = y0 - np.linalg.pinv(hess, rcond=1e-10) @ (hess @ y0 + b)  # Lemma C.1 in float64
+    got = np.asarray(quadratic.closest_minimizer(*(jnp.asarray(a, jnp.float32)
+                                                   for a in (hess, b, y0))))
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-3 * np.abs(want).max())
