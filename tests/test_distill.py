@@ -459,3 +459,56 @@ def test_mlp_out_scale():
     np.testing.assert_array_equal(np.asarray(p2["w0"]), np.asarray(p1["w0"]))
     with pytest.raises(ValueError, match="out_scale"):
         mlp.init(jax.random.PRNGKey(0), (2, 3), out_scale=-1.0)
+
+
+def test_cold_start_closed_form_and_agrees_with_blo_full_unroll(x64):
+    """f = (y - x)^2/2, F = (y - 3)^2/2 from y0 = 0 with K SGD steps: y(x) = c x with
+    c = 1 - (1 - lr)^K, so the outer optimum is x = 3 / c with F = 0 and f = (1 - c)^2 x^2 / 2;
+    the whole trajectory equals blo.cold_start with full_unroll (same gradient, same updates)."""
+    inner = lambda x, y: 0.5 * jnp.sum((y - x) ** 2)
+    outer = lambda x, y: 0.5 * jnp.sum((y - 3.0) ** 2)
+    k, lr = 4, 0.3
+    c = 1 - (1 - lr) ** k
+    x, y, tr = distill.cold_start(inner, outer, jnp.zeros(1), jnp.zeros(1),
+                                  inner_opt=optax.sgd(lr), inner_steps=k,
+                                  outer_opt=optax.sgd(1.0), outer_steps=300)
+    assert float(x[0]) == pytest.approx(3.0 / c, rel=1e-8)
+    assert float(y[0]) == pytest.approx(3.0, rel=1e-8)
+    xs = np.asarray(tr["x"])[:, 0]
+    np.testing.assert_allclose(np.asarray(tr["inner_loss"]), 0.5 * ((1 - c) * xs) ** 2,
+                               rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(np.asarray(tr["outer_loss"]), 0.5 * (c * xs - 3.0) ** 2,
+                               rtol=1e-10, atol=1e-14)
+    _, _, ref = blo.cold_start(inner, outer, jnp.zeros(1), jnp.zeros(1),
+                               hypergrad=distill.full_unroll(jnp.zeros(1), steps=k, lr=lr),
+                               outer_opt=optax.sgd(1.0), inner_opt=optax.sgd(lr),
+                               outer_steps=300, inner_steps=k)
+    np.testing.assert_allclose(np.asarray(tr["x"]), np.asarray(ref["x"]), rtol=1e-12)
+
+
+def test_cold_start_through_adam_matches_finite_differences(x64):
+    """The first outer step moves x along -lr_out * dF/dx of the Adam re-training, checked by
+    central finite differences of x -> F(x, re-trained model)."""
+    params0 = mlp.init(jax.random.PRNGKey(4), (2, 6, 2), dtype=jnp.float64)
+    data, data_labels = datasets.rings(10, seed=1)
+    inner, outer = distill.objectives(mlp.apply, data.astype(jnp.float64), data_labels,
+                                      labels=jnp.array([0, 1]))
+    x = jnp.array([[0.2, 0.1], [1.5, -0.5]])
+    adam = optax.adam(1e-2, eps_root=1e-8)
+    x1, _, tr = distill.cold_start(inner, outer, x, params0, inner_opt=adam, inner_steps=15,
+                                   outer_opt=optax.sgd(1.0), outer_steps=1)
+    grad = x - x1
+
+    @jax.jit
+    def cold(x_):
+        y, _ = distill.train(lambda p: inner(x_, p), params0, steps=15, optimizer=adam)
+        return outer(x_, y)
+
+    assert float(tr["outer_loss"][0]) == pytest.approx(float(cold(x)), rel=1e-10)
+    d = jnp.asarray(np.random.default_rng(0).standard_normal(x.shape))
+    h = 1e-6
+    fd = (cold(x + h * d) - cold(x - h * d)) / (2 * h)
+    assert abs(float(jnp.vdot(grad, d)) - float(fd)) < 1e-6 * max(1.0, abs(float(fd)))
+    with pytest.raises(TypeError, match="inner_opt"):
+        distill.cold_start(inner, outer, x, params0, inner_opt=None, inner_steps=1,
+                           outer_opt=optax.sgd(1.0), outer_steps=1)
