@@ -23,17 +23,23 @@ def check_callable(fn, name: str) -> None:
         raise TypeError(f"`{name}` must be a callable `{name}(x, y) -> scalar`; got {type(fn)!r}.")
 
 
+def check_int(value, name: str, *, lowest: int = 0, why: str = "") -> int:
+    """A Python (or NumPy) integer ``>= lowest``; ``bool`` and floats are refused.
+
+    The one integer check of the library: counts, sizes, step numbers.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        kind = type(value).__name__
+        raise TypeError(f"`{name}` must be a Python int{why}; got {kind} {value!r}.")
+    if value < lowest:
+        raise ValueError(f"`{name}` must be >= {lowest}; got {value}.")
+    return int(value)
+
+
 def check_steps(steps, name: str = "steps", *, allow_zero: bool = True) -> int:
     """Step counts are static: a Python (or NumPy) integer, never a traced value."""
-    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral):
-        raise TypeError(
-            f"`{name}` must be a Python int (step counts are static under jit); "
-            f"got {type(steps).__name__} {steps!r}."
-        )
-    lowest = 0 if allow_zero else 1
-    if steps < lowest:
-        raise ValueError(f"`{name}` must be >= {lowest}; got {steps}.")
-    return int(steps)
+    return check_int(steps, name, lowest=0 if allow_zero else 1,
+                     why=" (step counts are static under jit)")
 
 
 def check_positive(value, name: str):
@@ -87,3 +93,24 @@ def check_float_tree(tree, name: str) -> None:
                 f"`{name}` must hold floating-point arrays (differentiable parameters); "
                 f"got a leaf of dtype {dtype}."
             )
+
+
+def steps_and_mask(steps, max_steps):
+    """Static loop length, and the traced number of active iterations (or None).
+
+    ``steps`` is a static int, or (with a static ``max_steps``) an integer that may be traced:
+    iterations ``j >= steps`` of a loop of length ``max_steps`` are then masked.
+    """
+    if max_steps is None:
+        return check_steps(steps), None
+    length = check_steps(max_steps, "max_steps")
+    if isinstance(steps, bool) or not jnp.issubdtype(jnp.result_type(steps), jnp.integer):
+        # A float K would silently act as ceil(K) through the mask ``j < steps``.
+        raise TypeError(f"`steps` must be an integer (traced or not); got {steps!r}.")
+    if _is_concrete(steps):
+        concrete = int(jnp.max(jnp.asarray(steps)))
+        if jnp.min(jnp.asarray(steps)) < 0:
+            raise ValueError(f"`steps` must be >= 0; got {steps!r}.")
+        if concrete > length:
+            raise ValueError(f"`steps` ({concrete}) must not exceed `max_steps` ({length}).")
+    return length, jnp.asarray(steps)

@@ -18,15 +18,26 @@ hypergradient with ``functools.partial``).
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax import lax
 
-from . import _checks
-from .hypergrad import _descend, _steps_and_mask
+from . import _checks, _loops
 
-__all__ = ["cold_start", "warm_start", "inner_gd"]
+__all__ = [
+    "cold_start",
+    "warm_start",
+    "inner_gd",
+    "minimize",
+    "replay",
+    "cold_start_unrolled",
+    "cold_start_sweep",
+    "sweep_values",
+]
 
 
 def _check_optimizer(opt, name):
@@ -260,5 +271,265 @@ def inner_gd(inner, x, y0, *, lr, steps, max_steps=None):
     _checks.check_float_tree(y0, "y0")
     _checks.check_objective(inner, "inner", x, y0)
     _checks.check_positive(lr, "lr")
-    length, active = _steps_and_mask(steps, max_steps)
-    return _descend(inner, x, y0, lr, length, active)
+    length, active = _checks.steps_and_mask(steps, max_steps)
+    return _loops.descend(inner, x, y0, lr, length, active)
+
+
+def minimize(loss_fn, params0, *, steps, optimizer):
+    r"""Minimize ``loss_fn(params)`` from ``params0`` with an optax optimizer (one ``lax.scan``).
+
+    The plain training loop every task needs (re-training a model on learned data, fitting a
+    reference); the loops of :func:`cold_start` and :func:`warm_start` take the same steps.
+    Not jitted here: jit the caller (a fresh closure jitted inside would recompile each call).
+
+    Args:
+      loss_fn: ``params -> scalar``.
+      params0: initial parameters (pytree of floats).
+      steps: number of optimiser steps (static int).
+      optimizer: optax ``GradientTransformation``, e.g. ``optax.sgd(0.1)``.
+
+    Returns:
+      ``(params, losses)``: the parameters after ``steps`` updates and the loss before each.
+
+    Example:
+      >>> import jax.numpy as jnp, optax
+      >>> p, losses = minimize(lambda w: jnp.sum((w - 3.0) ** 2), jnp.zeros(2), steps=100,
+      ...                   optimizer=optax.sgd(0.25))
+      >>> p.round(4).tolist(), losses.shape
+      ([3.0, 3.0], (100,))
+    """
+    _checks.check_callable(loss_fn, "loss_fn")
+    _checks.check_float_tree(params0, "params0")
+    steps = _checks.check_steps(steps, "steps")
+    _check_optimizer(optimizer, "optimizer")
+    value_and_grad = jax.value_and_grad(loss_fn)
+
+    def run(p0):
+        def body(carry, _):
+            p, s = carry
+            value, g = value_and_grad(p)
+            updates, s = optimizer.update(g, s, p)
+            return (optax.apply_updates(p, updates), s), value
+
+        (p, _), losses = lax.scan(body, (p0, optimizer.init(p0)), None, length=steps)
+        return p, losses
+
+    return run(params0)
+
+
+def replay(inner, y0, xs, *, lr, every=None):
+    r"""Re-run inner gradient descent along a recorded outer trajectory ``xs``.
+
+    .. math:: y_{t+1} = y_t - \alpha\, \nabla_y f(x_t, y_t),\qquad t = 0, \dots, T-1
+
+    Warm-start BLO with one inner SGD step per outer step (``inner_steps=1``) is exactly this
+    recursion with ``xs = trace["x"]``: the final inner parameters are a function of the whole
+    outer trajectory, not of its last point. (One ``lax.scan``; jit the caller.)
+
+    Args:
+      inner: ``inner(x, y) -> scalar``.
+      y0: initial inner parameters (pytree).
+      xs: outer parameters stacked over time (pytree with a leading time axis ``T``).
+      lr: step size alpha > 0.
+      every: if given, also return the snapshots ``y_every, y_2every, ..., y_T``
+        (``T`` must be a multiple of ``every``), e.g. for the frames of an animation.
+
+    Returns:
+      ``y_T``, or ``(y_T, snapshots)`` with a leading axis of length ``T / every``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> inner = lambda x, y: 0.5 * jnp.sum((y - x) ** 2)   # y_{t+1} = y_t / 2 + x_t / 2
+      >>> replay(inner, jnp.zeros(1), jnp.array([[4.0], [0.0]]), lr=0.5).tolist()
+      [1.0]
+      >>> replay(inner, jnp.zeros(1), jnp.array([[4.0], [0.0]]), lr=0.5, every=1)[1].tolist()
+      [[2.0], [1.0]]
+    """
+    _checks.check_callable(inner, "inner")
+    _checks.check_float_tree(y0, "y0")
+    _checks.check_float_tree(xs, "xs")
+    _checks.check_positive(lr, "lr")
+    length = jax.tree_util.tree_leaves(xs)[0].shape[0]
+    if every is not None:
+        every = _checks.check_steps(every, "every", allow_zero=False)
+        if length % every:
+            raise ValueError(f"`every` ({every}) must divide the trajectory length ({length}).")
+    grad_y = jax.grad(inner, argnums=1)
+
+    def steps(y_init, xs_):
+        def body(y, x):
+            return jax.tree_util.tree_map(lambda a, g: a - lr * g, y, grad_y(x, y)), None
+
+        return lax.scan(body, y_init, xs_)[0]
+
+    if every is None:
+        return steps(y0, xs)
+
+    def chunked(y_init, xs_):
+        blocks = jax.tree_util.tree_map(
+            lambda a: a.reshape((length // every, every) + a.shape[1:]), xs_
+        )
+
+        def block(y, xb):
+            y = steps(y, xb)
+            return y, y
+
+        return lax.scan(block, y_init, blocks)
+
+    return chunked(y0, xs)
+
+
+def cold_start_unrolled(inner, outer, x0, y0, *, inner_opt, inner_steps, outer_opt,
+                        outer_steps):
+    r"""Cold-start BLO with the exact gradient of the re-training (one ``lax.scan``).
+
+    At every outer step the model is re-trained from the same ``y0`` on the current learned
+    points, ``y_t = \Phi_K(y_0, x_t)`` (``inner_steps = K`` steps of the optax ``inner_opt``),
+    and ``x`` moves along the gradient of the cold-start objective, obtained by reverse-mode
+    differentiation through all K steps:
+
+    .. math:: x_{t+1} = x_t - \beta\, \frac{d}{dx} F\big(x, \Phi_K(y_0, x)\big)\Big|_{x_t}.
+
+    Unlike :func:`cold_start` with ``bilevel_lib.tasks.distill.full_unroll``, the K inner
+    steps run once per outer step (their forward pass serves both the recorded losses and the
+    gradient), and
+    ``inner_opt`` may be any optax optimizer (to differentiate through Adam, give it
+    ``eps_root > 0``, e.g. ``optax.adam(1e-2, eps_root=1e-8)``, so that its square root is
+    differentiable at zero). Memory O(K dim y).
+
+    Args:
+      inner, outer: ``(x, y) -> scalar``.
+      x0, y0: initial learned data and the fixed model initialization (pytrees).
+      inner_opt, outer_opt: optax ``GradientTransformation`` s.
+      inner_steps: K (static int); outer_steps: T (static int).
+
+    Returns:
+      ``(x_T, y, trace)``: the final learned data, the model re-trained on them, and a dict
+      stacked over t = 0..T-1 with ``"x"`` (x_t), ``"outer_loss"`` F(x_t, y_t) and
+      ``"inner_loss"`` f(x_t, y_t) of the re-trained model y_t.
+
+    Example:
+      >>> import jax.numpy as jnp, optax
+      >>> inner = lambda x, y: 0.5 * jnp.sum((y - x) ** 2)
+      >>> outer = lambda x, y: 0.5 * jnp.sum((y - 3.0) ** 2)
+      >>> x, y, tr = cold_start_unrolled(inner, outer, jnp.zeros(1), jnp.zeros(1),
+      ...     inner_opt=optax.sgd(0.5), inner_steps=1, outer_opt=optax.sgd(1.0),
+      ...     outer_steps=100)                        # y = x / 2, so x -> 6
+      >>> round(float(x[0]), 4), round(float(y[0]), 4), tr["inner_loss"].shape
+      (6.0, 3.0, (100,))
+    """
+    _checks.check_callable(inner, "inner")
+    _checks.check_callable(outer, "outer")
+    _checks.check_float_tree(x0, "x0")
+    _checks.check_float_tree(y0, "y0")
+    inner_steps = _checks.check_steps(inner_steps, "inner_steps")
+    outer_steps = _checks.check_steps(outer_steps, "outer_steps")
+    _check_optimizer(inner_opt, "inner_opt")
+    _check_optimizer(outer_opt, "outer_opt")
+    grad_y = jax.grad(inner, argnums=1)
+
+    def retrained(x):
+        def body(carry, _):
+            y, s = carry
+            updates, s = inner_opt.update(grad_y(x, y), s, y)
+            return (optax.apply_updates(y, updates), s), None
+
+        return lax.scan(body, (y0, inner_opt.init(y0)), None, length=inner_steps)[0][0]
+
+    def objective(x):
+        y = retrained(x)
+        return outer(x, y), inner(x, y)
+
+    value_and_grad = jax.value_and_grad(objective, has_aux=True)
+
+    def run(x_init):
+        def step(carry, _):
+            x, s = carry
+            (big_f, small_f), g = value_and_grad(x)
+            updates, s = outer_opt.update(g, s, x)
+            record = {"x": x, "outer_loss": big_f, "inner_loss": small_f}
+            return (optax.apply_updates(x, updates), s), record
+
+        (x, _), trace = lax.scan(step, (x_init, outer_opt.init(x_init)), None,
+                                 length=outer_steps)
+        return x, retrained(x), trace
+
+    return run(x0)
+
+
+def sweep_values(param, values, options=None):
+    """Check a sweep over one estimator option; return ``(values array, estimator options)``.
+
+    A step count (``param="steps"``) gets ``max_steps=max(values)`` in the options and int32
+    values, so every K shares one compiled loop; float options come back as a float array.
+
+    Example:
+      >>> values, options = sweep_values("steps", [1, 5], {"lr": 0.1})
+      >>> values.tolist(), options
+      ([1, 5], {'lr': 0.1, 'max_steps': 5})
+    """
+    if not isinstance(param, str):
+        raise TypeError(f"`param` must be the name of an estimator keyword; got {param!r}.")
+    options = dict(options or {})
+    if param in options:
+        raise ValueError(f"`{param}` is swept; do not also pass it in `options`.")
+    values = np.asarray(values)
+    if values.ndim != 1 or values.shape[0] < 1:
+        raise ValueError(f"`values` must be a non-empty 1-D sequence; got shape {values.shape}.")
+    if param == "steps":
+        if not np.issubdtype(values.dtype, np.integer) or np.any(values < 0):
+            raise ValueError(f"`values` of `steps` must be ints >= 0; got {values.tolist()}.")
+        options["max_steps"] = int(values.max())
+        return jnp.asarray(values, dtype=jnp.int32), options
+    if not np.issubdtype(values.dtype, np.number) or not np.all(np.isfinite(values)):
+        raise ValueError(f"`values` must be finite numbers; got {values.tolist()}.")
+    return jnp.asarray(values, dtype=jnp.result_type(float)), options
+
+
+def cold_start_sweep(inner, outer, x0, y0, *, estimator, param, values, options=None,
+                     outer_opt, inner_opt, outer_steps, inner_steps, trace_y=False):
+    r"""Cold-start BLO for every value of one estimator option, as one ``vmap``.
+
+    For each ``v`` in ``values`` it runs :func:`cold_start` with
+    ``hypergrad = partial(estimator, **{param: v}, **options)``. A sweep over a step count
+    (``param="steps"``) passes ``max_steps=max(values)``, so every K shares one compiled loop
+    with a traced ``steps`` (terms past K are masked); float options such as ``eps`` or
+    ``lr`` are traced directly.
+
+    Args:
+      inner, outer, x0, y0: as in :func:`cold_start`.
+      estimator: a :mod:`bilevel_lib.hypergrad` estimator (``neumann``, ``unroll``, ``cg``,
+        ``damped``).
+      param: the swept keyword (e.g. ``"steps"``, ``"eps"``).
+      values: 1-D sequence of its values (concrete; ints for ``"steps"``).
+      options: other keyword arguments of the estimator (e.g. ``{"lr": 0.1}``).
+      outer_opt, inner_opt, outer_steps, inner_steps, trace_y: as in ``cold_start``.
+
+    Returns:
+      ``(x, y, trace)`` of :func:`cold_start`, each with a leading axis of
+      length ``len(values)``.
+
+    Example:
+      >>> import jax.numpy as jnp, optax
+      >>> from bilevel_lib import hypergrad
+      >>> inner = lambda x, y: 0.5 * jnp.sum(jnp.array([1.0, 0.5]) * (y - x) ** 2)
+      >>> outer = lambda x, y: 0.5 * jnp.sum(y) ** 2
+      >>> xs, _, _ = cold_start_sweep(inner, outer, jnp.ones(2), jnp.zeros(2),
+      ...     estimator=hypergrad.neumann, param="steps", values=[1, 50], options={"lr": 1.0},
+      ...     outer_opt=optax.sgd(0.2), inner_opt=optax.sgd(1.0), outer_steps=200,
+      ...     inner_steps=60)
+      >>> [[f"{v:.3f}" for v in row] for row in abs(xs)]   # K = 1 moves x along (1, 0.5),
+      [['0.333', '0.333'], ['0.000', '0.000']]
+      >>> xs[0, 0] < 0                                     # K = 50 along (1, 1)
+      Array(True, dtype=bool)
+    """
+    _checks.check_callable(estimator, "estimator")
+    values, options = sweep_values(param, values, options)
+
+    def one(value):
+        hg = functools.partial(estimator, **{param: value}, **options)
+        return cold_start(inner, outer, x0, y0, hypergrad=hg, outer_opt=outer_opt,
+                          inner_opt=inner_opt, outer_steps=outer_steps,
+                          inner_steps=inner_steps, trace_y=trace_y)
+
+    return jax.vmap(one)(values)

@@ -43,7 +43,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.flatten_util import ravel_pytree
 
-from . import _checks, linalg
+from . import _checks, _loops, linalg
 
 __all__ = [
     "implicit",
@@ -82,26 +82,6 @@ def _flat_grad_y(inner, y, args=()):
 
     return y_flat, grad_y
 
-
-_steps_and_mask = linalg._steps_and_mask
-
-
-def _descend(inner, x, y0, lr, length, active, args=(), delta=None):
-    """``length`` steps of ``y <- y - lr (grad_y f(x, y) + delta)``; steps ``>= active`` no-op.
-
-    ``delta`` (zero) is a constant forcing whose gradient is minus the vector the unroll
-    implicitly applies in place of ``H^{-1} dF/dy``.
-    """
-    grad_y = jax.grad(inner, argnums=1)
-
-    def body(y_, j):
-        keep = 1.0 if active is None else (j < active).astype(_dtype_of(y_))
-        g = grad_y(x, y_, *args)
-        if delta is not None:
-            g = jax.tree_util.tree_map(jnp.add, g, delta)
-        return jax.tree_util.tree_map(lambda a, b: a - keep * lr * b, y_, g), None
-
-    return lax.scan(body, y0, jnp.arange(length))[0]
 
 
 def _all_finite(tree):
@@ -335,7 +315,7 @@ def neumann(inner, outer, x, y, *, steps, lr, max_steps=None, return_info=False,
       [0.75]
     """
     _validate(inner, outer, x, y, args)
-    length, active = _steps_and_mask(steps, max_steps)
+    length, active = _checks.steps_and_mask(steps, max_steps)
     _checks.check_positive(lr, "lr")
 
     def solve(hvp, rhs, *, init=None):
@@ -446,7 +426,7 @@ def cg(inner, outer, x, y, *, steps, max_steps=None, tol=None, init=None, return
       [1.0, 1.0]
     """
     _validate(inner, outer, x, y, args)
-    _steps_and_mask(steps, max_steps)
+    _checks.steps_and_mask(steps, max_steps)
     solve = functools.partial(linalg.cg_solve, steps=steps, max_steps=max_steps, tol=tol)
     out, info = _implicit(inner, outer, x, y, solve, init, args)
     return _finish(out, info, return_info, "The CG hypergradient",
@@ -486,7 +466,7 @@ def minres(inner, outer, x, y, *, steps, max_steps=None, tol=None, init=None,
       [1.0]
     """
     _validate(inner, outer, x, y, args)
-    _steps_and_mask(steps, max_steps)
+    _checks.steps_and_mask(steps, max_steps)
     solve = functools.partial(linalg.minres_solve, steps=steps, max_steps=max_steps, tol=tol)
     out, info = _implicit(inner, outer, x, y, solve, init, args)
     return _finish(out, info, return_info, "The MINRES hypergradient",
@@ -603,17 +583,17 @@ def unroll(inner, outer, x, y, *, steps, lr, max_steps=None, return_info=False, 
       [0.75]
     """
     _validate(inner, outer, x, y, args)
-    length, active = _steps_and_mask(steps, max_steps)
+    length, active = _checks.steps_and_mask(steps, max_steps)
     _checks.check_positive(lr, "lr")
     hint = "Unrolled gradient descent diverges when lr * lambda_max(H) >= 2: lower `lr`."
     if not return_info:
         def final_loss(x_):
-            return outer(x_, _descend(inner, x_, y, lr, length, active, args), *args)
+            return outer(x_, _loops.descend(inner, x_, y, lr, length, active, args), *args)
 
         return _raise_if_diverged(jax.grad(final_loss)(x), "The unrolled hypergradient", hint)
 
     def final_loss_forced(x_, delta):
-        y_k = _descend(inner, x_, y, lr, length, active, args, delta)
+        y_k = _loops.descend(inner, x_, y, lr, length, active, args, delta)
         return outer(x_, y_k, *args), y_k
 
     zero = jax.tree_util.tree_map(jnp.zeros_like, y)
@@ -632,6 +612,3 @@ def unroll(inner, outer, x, y, *, steps, lr, max_steps=None, return_info=False, 
     info = linalg._info(res, k, status, solution=ravel_pytree(y)[1](v))
     return _finish(out, info, True, "The unrolled hypergradient", hint)
 
-
-def _dtype_of(tree):
-    return jnp.result_type(*jax.tree_util.tree_leaves(tree))

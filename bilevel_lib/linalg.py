@@ -261,22 +261,6 @@ def dense_solve(matvec, b, *, init=None, rtol=None, matrix=None):
 # ---------------------------------------------------------------------------------------------
 
 
-def _steps_and_mask(steps, max_steps):
-    """Static loop length, and the traced number of active iterations (or None)."""
-    if max_steps is None:
-        return _checks.check_steps(steps), None
-    length = _checks.check_steps(max_steps, "max_steps")
-    if isinstance(steps, bool) or not jnp.issubdtype(jnp.result_type(steps), jnp.integer):
-        # A float K would silently act as ceil(K) through the mask ``j < steps``.
-        raise TypeError(f"`steps` must be an integer (traced or not); got {steps!r}.")
-    if _checks._is_concrete(steps):
-        concrete = int(jnp.max(jnp.asarray(steps)))
-        if jnp.min(jnp.asarray(steps)) < 0:
-            raise ValueError(f"`steps` must be >= 0; got {steps!r}.")
-        if concrete > length:
-            raise ValueError(f"`steps` ({concrete}) must not exceed `max_steps` ({length}).")
-    return length, jnp.asarray(steps)
-
 
 def _operator_scale(matvec, b):
     # |A z| / |z| for a fixed random probe z: the rms eigenvalue (sqrt(trace(A^2)/n)), so even
@@ -301,11 +285,13 @@ def _cg_step(matvec, state, *, guard, target, run, spd):
     """One guarded CG step; ``run`` masks it (traced step count or while-loop)."""
     v, r, p, rs, pp, scale, alive, k, neg, brk, min_curv = state
     tiny = jnp.finfo(r.dtype).tiny
-    ap = matvec(p)
+    live = run & alive & (rs > target)
+    # A step that is masked (past `steps`, converged, or frozen) skips its HVP: with a `tol`,
+    # the loop length is static but the work stops. (Under vmap both branches run.)
+    ap = lax.cond(live, matvec, jnp.zeros_like, p)
     pap = jnp.vdot(p, ap)
     curv = pap / jnp.maximum(pp, tiny)
-    scale = jnp.maximum(scale, jnp.abs(curv))
-    live = run & alive & (rs > target)
+    scale = jnp.where(live, jnp.maximum(scale, jnp.abs(curv)), scale)
     broken = jnp.abs(pap) <= guard * scale * pp
     ok = live & ~broken
     min_curv = jnp.where(live, jnp.minimum(min_curv, curv), min_curv)
@@ -360,16 +346,20 @@ def cg_solve(matvec, b, *, steps, max_steps=None, tol=None, init=None, guard=Non
     range part of the residual is solved: the next direction lies (numerically) in the null
     space. ``scale`` is the largest ``|p^T A p| / p^T p`` seen so far, starting from
     ``|A z| / |z|`` for a fixed random probe ``z`` (one extra ``matvec``), so the first
-    direction is already judged against the operator's scale.
+    direction is already judged against the operator's scale. On an indefinite ``A`` an exact
+    breakdown (``p^T A p = 0`` with a nonzero residual) can happen even when ``A`` is
+    nonsingular, e.g. ``A = diag(1, -1)``, ``b = (1, 1)``; CG then reports ``"breakdown"`` and
+    :func:`minres_solve` is the solver to use.
 
     Args:
       matvec: ``v -> A v`` on flat vectors.
       b: right-hand side (1-D array).
       steps: iterations (Python int; or traced with a static ``max_steps``).
       max_steps: optional static bound enabling a traced ``steps``.
-      tol: optional relative residual ``|r| / |b|`` at which iterations stop early (masked
-        steps; the loop length is static). Also the ``"converged"`` test of ``status``
-        (default ``1e-6`` in float32, ``1e-12`` in float64).
+      tol: optional relative residual ``|r| / |b|`` at which iterations stop early (the loop
+        length is static; the remaining steps skip their ``matvec``). Also the
+        ``"converged"`` test of ``status`` (default ``1e-6`` in float32, ``1e-12`` in
+        float64).
       init: optional initial guess (warm start), same shape as ``b``.
       guard: relative curvature threshold (default ``sqrt(eps)``: 1.5e-8 in float64, 3.5e-4
         in float32).
@@ -386,7 +376,7 @@ def cg_solve(matvec, b, *, steps, max_steps=None, tol=None, init=None, guard=Non
       >>> v.round(5).tolist(), bool(info["negative_curvature"]), int(info["steps"])
       ([1.0, -3.0], True, 2)
     """
-    length, active = _steps_and_mask(steps, max_steps)
+    length, active = _checks.steps_and_mask(steps, max_steps)
     return _cg(matvec, b, length=length, active=active, tol=tol, init=init, guard=guard,
                spd=False)
 
@@ -530,7 +520,7 @@ def minres_solve(matvec, b, *, steps, max_steps=None, tol=None, init=None):
       >>> v.round(5).tolist(), status_name(info["status"])
       ([1.0, -3.0, 0.0], 'converged')
     """
-    length, active = _steps_and_mask(steps, max_steps)
+    length, active = _checks.steps_and_mask(steps, max_steps)
     dtype = b.dtype
     eps = _eps(dtype)
     tiny = jnp.finfo(dtype).tiny
@@ -557,9 +547,8 @@ def minres_solve(matvec, b, *, steps, max_steps=None, tol=None, init=None):
     state = (jnp.zeros_like(b), u, av, av, alpha, beta, alpha, alive0, jnp.asarray(0, jnp.int32))
     anorm = scale
 
-    def body(carry, j):
+    def advance(carry):
         x, u, v, w, alpha, phibar, rhobar, alive, k = carry
-        run = alive if active is None else alive & (j < active)
         u_new, beta = normalize(matvec(v) - alpha * u)
         v_new, alpha_new = normalize(matvec(u_new) - beta * v)
         rho = jnp.hypot(rhobar, beta)
@@ -575,11 +564,13 @@ def minres_solve(matvec, b, *, steps, max_steps=None, tol=None, init=None):
         ar = phibar_n * alpha_new * jnp.abs(c)
         done = ((ar <= rel_tol * anorm * phibar_n) | (phibar_n <= rel_tol * beta_b)
                 | (alpha_new <= small) | (beta <= small))
-        keep = lambda new, old: jnp.where(run, new, old)  # noqa: E731
-        carry = (keep(x_n, x), keep(u_new, u), keep(v_new, v), keep(w_n, w),
-                 keep(alpha_new, alpha), keep(phibar_n, phibar), keep(rhobar_n, rhobar),
-                 alive & ~(run & done), k + run.astype(jnp.int32))
-        return carry, None
+        return (x_n, u_new, v_new, w_n, alpha_new, phibar_n, rhobar_n, alive & ~done, k + 1)
+
+    def body(carry, j):
+        alive = carry[7]
+        run = alive if active is None else alive & (j < active)
+        # Masked steps (past `steps`, or stopped at `tol`) skip their two HVPs.
+        return lax.cond(run, advance, lambda c: c, carry), None
 
     beta_b = beta
     state, _ = lax.scan(body, state, jnp.arange(length))

@@ -162,7 +162,8 @@ CASES = [
                  ValueError, r"`hess`", id="apply_filter-not-square"),
     pytest.param(lambda: spectral.max_eigenvalue(inner, X, Y, iters=0), ValueError, r"`iters`",
                  id="max_eigenvalue-iters"),
-    pytest.param(lambda: profiling.hvp(lambda y: jnp.sum(y**2), jnp.ones(2), jnp.ones(2), mode="ff"),
+    pytest.param(lambda: profiling.hvp(lambda y: jnp.sum(y**2), jnp.ones(2), jnp.ones(2),
+                                       mode="ff"),
                  ValueError, r"`mode`", id="hvp-mode"),
 ]
 

@@ -279,13 +279,13 @@ def test_train_matches_gradient_descent_closed_form(x64):
     a = jnp.array([[2.0, 0.0], [0.0, 0.5]])
     b = jnp.array([1.0, -1.0])
     loss_fn = lambda w: 0.5 * w @ a @ w - b @ w
-    w, losses = distill.train(loss_fn, jnp.zeros(2), steps=7, optimizer=optax.sgd(0.3))
+    w, losses = blo.minimize(loss_fn, jnp.zeros(2), steps=7, optimizer=optax.sgd(0.3))
     # w_k = (I - (I - lr A)^k) A^{-1} b, elementwise for diagonal A
     diag = np.array([2.0, 0.5])
     expected = (1 - (1 - 0.3 * diag) ** 7) * np.array([1.0, -1.0]) / diag
     np.testing.assert_allclose(np.asarray(w), expected, rtol=1e-12)
     assert losses.shape == (7,) and float(losses[0]) == 0.0
-    w0, _ = distill.train(loss_fn, jnp.ones(2), steps=0, optimizer=optax.sgd(0.3))
+    w0, _ = blo.minimize(loss_fn, jnp.ones(2), steps=0, optimizer=optax.sgd(0.3))
     assert np.asarray(w0).tolist() == [1.0, 1.0]
 
 
@@ -293,7 +293,7 @@ def test_gradient_descent_on_one_equation_is_a_projection(x64):
     """Lemma C.1 / App. B.2: GD on (a.w - t)^2 / 2 from w0 converges to the projection of w0."""
     a, t = jnp.array([0.8, 1.0]), 1.0
     for w0 in (jnp.zeros(2), jnp.array([1.0, -2.0])):
-        w, _ = distill.train(lambda w: 0.5 * (a @ w - t) ** 2, w0, steps=500,
+        w, _ = blo.minimize(lambda w: 0.5 * (a @ w - t) ** 2, w0, steps=500,
                              optimizer=optax.sgd(0.5))
         np.testing.assert_allclose(np.asarray(w),
                                    np.asarray(quadratic.project_hyperplane(w0, a, t)), atol=1e-10)
@@ -315,11 +315,11 @@ def test_retrain_reaches_zero_loss_on_separable_points():
 
 def test_train_bad_input():
     with pytest.raises(TypeError, match="optimizer"):
-        distill.train(lambda w: jnp.sum(w), jnp.zeros(2), steps=3, optimizer=0.1)
+        blo.minimize(lambda w: jnp.sum(w), jnp.zeros(2), steps=3, optimizer=0.1)
     with pytest.raises(TypeError, match="steps"):
-        distill.train(lambda w: jnp.sum(w), jnp.zeros(2), steps=3.0, optimizer=optax.sgd(0.1))
+        blo.minimize(lambda w: jnp.sum(w), jnp.zeros(2), steps=3.0, optimizer=optax.sgd(0.1))
     with pytest.raises(TypeError, match="params0"):
-        distill.train(lambda w: jnp.sum(w), jnp.zeros(2, jnp.int32), steps=3,
+        blo.minimize(lambda w: jnp.sum(w), jnp.zeros(2, jnp.int32), steps=3,
                       optimizer=optax.sgd(0.1))
     with pytest.raises(ValueError, match="targets"):
         distill.retrain(lambda p, u: u @ p, jnp.eye(2), jnp.zeros((3, 2)), jnp.array([0, 1]),
@@ -352,7 +352,7 @@ def test_full_unroll_matches_finite_differences_of_retraining(x64):
 
     @jax.jit
     def cold(x_):
-        y, _ = distill.train(lambda p: inner(x_, p), params0, steps=20, optimizer=optax.sgd(0.1))
+        y, _ = blo.minimize(lambda p: inner(x_, p), params0, steps=20, optimizer=optax.sgd(0.1))
         return outer(x_, y)
 
     d = jnp.asarray(np.random.default_rng(0).standard_normal(x.shape))
@@ -381,7 +381,7 @@ def test_replay_reproduces_warm_start_and_closed_form(x64):
     y = 0.0
     for xt in np.asarray(xs)[:, 0]:
         y = 0.7 * y + 0.3 * xt
-    assert float(distill.replay(inner, jnp.zeros(1), xs, lr=0.3)[0]) == pytest.approx(y)
+    assert float(blo.replay(inner, jnp.zeros(1), xs, lr=0.3)[0]) == pytest.approx(y)
     # warm start with one inner SGD step per outer step is the replay of its own trajectory
     params0 = mlp.init(jax.random.PRNGKey(0), (2, 8, 2), dtype=jnp.float64)
     data, data_labels = datasets.rings(20, seed=0)
@@ -392,7 +392,7 @@ def test_replay_reproduces_warm_start_and_closed_form(x64):
     _, y_warm, trace = blo.warm_start(inner, outer, x0, params0, hypergrad=hg,
                                       outer_opt=optax.adam(0.05), inner_opt=optax.sgd(0.05),
                                       outer_steps=30, inner_steps=1)
-    y_replay = distill.replay(inner, params0, trace["x"], lr=0.05)
+    y_replay = blo.replay(inner, params0, trace["x"], lr=0.05)
     for k in y_warm:
         np.testing.assert_allclose(np.asarray(y_replay[k]), np.asarray(y_warm[k]), atol=1e-12)
 
@@ -416,18 +416,18 @@ def test_trajectory_data_hard_and_soft():
 def test_replay_snapshots_match_prefix_replays():
     inner = lambda x, y: 0.5 * jnp.sum((y - x) ** 2)
     xs = jnp.arange(12.0).reshape(6, 2)
-    y_t, snaps = distill.replay(inner, jnp.zeros(2), xs, lr=0.25, every=2)
+    y_t, snaps = blo.replay(inner, jnp.zeros(2), xs, lr=0.25, every=2)
     assert snaps.shape == (3, 2)
     for k in range(3):
         np.testing.assert_allclose(
             np.asarray(snaps[k]),
-            np.asarray(distill.replay(inner, jnp.zeros(2), xs[: 2 * (k + 1)], lr=0.25)),
+            np.asarray(blo.replay(inner, jnp.zeros(2), xs[: 2 * (k + 1)], lr=0.25)),
             rtol=1e-6)
     np.testing.assert_allclose(np.asarray(snaps[-1]), np.asarray(y_t))
     with pytest.raises(ValueError, match="every"):
-        distill.replay(inner, jnp.zeros(2), xs, lr=0.25, every=4)
+        blo.replay(inner, jnp.zeros(2), xs, lr=0.25, every=4)
     with pytest.raises(ValueError, match="lr"):
-        distill.replay(inner, jnp.zeros(2), xs, lr=-1.0)
+        blo.replay(inner, jnp.zeros(2), xs, lr=-1.0)
 
 
 def test_keep_in_box_projects_points_only():
@@ -469,7 +469,7 @@ def test_cold_start_closed_form_and_agrees_with_blo_full_unroll(x64):
     outer = lambda x, y: 0.5 * jnp.sum((y - 3.0) ** 2)
     k, lr = 4, 0.3
     c = 1 - (1 - lr) ** k
-    x, y, tr = distill.cold_start(inner, outer, jnp.zeros(1), jnp.zeros(1),
+    x, y, tr = blo.cold_start_unrolled(inner, outer, jnp.zeros(1), jnp.zeros(1),
                                   inner_opt=optax.sgd(lr), inner_steps=k,
                                   outer_opt=optax.sgd(1.0), outer_steps=300)
     assert float(x[0]) == pytest.approx(3.0 / c, rel=1e-8)
@@ -495,13 +495,13 @@ def test_cold_start_through_adam_matches_finite_differences(x64):
                                       labels=jnp.array([0, 1]))
     x = jnp.array([[0.2, 0.1], [1.5, -0.5]])
     adam = optax.adam(1e-2, eps_root=1e-8)
-    x1, _, tr = distill.cold_start(inner, outer, x, params0, inner_opt=adam, inner_steps=15,
+    x1, _, tr = blo.cold_start_unrolled(inner, outer, x, params0, inner_opt=adam, inner_steps=15,
                                    outer_opt=optax.sgd(1.0), outer_steps=1)
     grad = x - x1
 
     @jax.jit
     def cold(x_):
-        y, _ = distill.train(lambda p: inner(x_, p), params0, steps=15, optimizer=adam)
+        y, _ = blo.minimize(lambda p: inner(x_, p), params0, steps=15, optimizer=adam)
         return outer(x_, y)
 
     assert float(tr["outer_loss"][0]) == pytest.approx(float(cold(x)), rel=1e-10)
@@ -510,5 +510,5 @@ def test_cold_start_through_adam_matches_finite_differences(x64):
     fd = (cold(x + h * d) - cold(x - h * d)) / (2 * h)
     assert abs(float(jnp.vdot(grad, d)) - float(fd)) < 1e-6 * max(1.0, abs(float(fd)))
     with pytest.raises(TypeError, match="inner_opt"):
-        distill.cold_start(inner, outer, x, params0, inner_opt=None, inner_steps=1,
+        blo.cold_start_unrolled(inner, outer, x, params0, inner_opt=None, inner_steps=1,
                            outer_opt=optax.sgd(1.0), outer_steps=1)

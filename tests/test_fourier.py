@@ -196,7 +196,7 @@ def test_cold_start_sweep_matches_separate_runs():
               inner_steps=1)
     alpha = prob.inner_lr()
     ks = [1, 7]
-    xs, ws, trace = fourier.cold_start_sweep(prob.inner, prob.outer, x0, w0,
+    xs, ws, trace = blo.cold_start_sweep(prob.inner, prob.outer, x0, w0,
                                              estimator=hypergrad.neumann, param="steps",
                                              values=ks, options={"lr": alpha}, **kw)
     assert xs.shape == (2, 4) and trace["outer_loss"].shape == (2, 40)
@@ -205,7 +205,7 @@ def test_cold_start_sweep_matches_separate_runs():
         x, _, _ = blo.cold_start(prob.inner, prob.outer, x0, w0, hypergrad=hg, **kw)
         np.testing.assert_allclose(xs[i], x, atol=1e-12)
     eps = [0.1, 1.0]
-    xe, _, _ = fourier.cold_start_sweep(prob.inner, prob.outer, x0, w0,
+    xe, _, _ = blo.cold_start_sweep(prob.inner, prob.outer, x0, w0,
                                         estimator=hypergrad.damped, param="eps", values=eps,
                                         **kw)
     for i, e in enumerate(eps):
@@ -218,7 +218,7 @@ def test_damped_sweep_converges_to_the_filtered_closed_form():
     prob = _fourier_problem()
     x0, w0 = jnp.zeros(13), jnp.zeros(21)
     eps = [0.05, 1.0]
-    xs, _, _ = fourier.cold_start_sweep(
+    xs, _, _ = blo.cold_start_sweep(
         prob.inner, prob.outer, x0, w0, estimator=hypergrad.damped, param="eps", values=eps,
         outer_opt=optax.sgd(prob.outer_lr()), inner_opt=fourier.exact_inner_solver(prob.hessian()),
         outer_steps=300, inner_steps=1)
@@ -292,16 +292,16 @@ def test_bad_sweeps_raise():
               inner_steps=1)
     args = (prob.inner, prob.outer, jnp.zeros(4), jnp.zeros(5))
     with pytest.raises(ValueError, match="steps"):
-        fourier.cold_start_sweep(*args, estimator=hypergrad.neumann, param="steps",
+        blo.cold_start_sweep(*args, estimator=hypergrad.neumann, param="steps",
                                  values=[1.5, 2.0], options={"lr": 0.1}, **kw)
     with pytest.raises(ValueError, match="steps"):
-        fourier.cold_start_sweep(*args, estimator=hypergrad.neumann, param="steps",
+        blo.cold_start_sweep(*args, estimator=hypergrad.neumann, param="steps",
                                  values=[1, 2], options={"lr": 0.1, "steps": 3}, **kw)
     with pytest.raises(ValueError, match="values"):
-        fourier.cold_start_sweep(*args, estimator=hypergrad.damped, param="eps", values=[],
+        blo.cold_start_sweep(*args, estimator=hypergrad.damped, param="eps", values=[],
                                  **kw)
     with pytest.raises(ValueError, match="values"):
-        fourier.cold_start_sweep(*args, estimator=hypergrad.damped, param="eps",
+        blo.cold_start_sweep(*args, estimator=hypergrad.damped, param="eps",
                                  values=[0.1, np.nan], **kw)
     with pytest.raises(TypeError, match="estimator"):
-        fourier.cold_start_sweep(*args, estimator="neumann", param="steps", values=[1], **kw)
+        blo.cold_start_sweep(*args, estimator="neumann", param="steps", values=[1], **kw)

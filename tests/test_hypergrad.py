@@ -19,8 +19,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from jax.flatten_util import ravel_pytree
 
-from bilevel_lib import profiling as hvp_mod
 from bilevel_lib import hypergrad as hg
+from bilevel_lib import profiling as hvp_mod
 from bilevel_lib.tasks import ridge
 
 

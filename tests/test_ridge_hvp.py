@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from bilevel_lib import hypergrad
-from bilevel_lib.tasks import ridge
 from bilevel_lib.profiling import HVP_MODES, hvp, temp_bytes, time_jitted
+from bilevel_lib.tasks import ridge
 
 
 @pytest.fixture(autouse=True)

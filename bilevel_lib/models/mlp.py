@@ -15,6 +15,8 @@ import numbers
 import jax
 import jax.numpy as jnp
 
+from .. import _checks
+
 __all__ = ["init", "apply", "num_layers", "num_params"]
 
 
@@ -22,10 +24,10 @@ def _check_sizes(sizes):
     sizes = tuple(sizes)
     if len(sizes) < 2:
         raise ValueError(f"`sizes` needs an input and an output size; got {sizes}.")
-    for s in sizes:
-        if isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < 1:
-            raise ValueError(f"`sizes` must be positive ints; got {sizes}.")
-    return tuple(int(s) for s in sizes)
+    try:
+        return tuple(_checks.check_int(s, "sizes", lowest=1) for s in sizes)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"`sizes` must be positive ints; got {sizes}.") from err
 
 
 def init(key, sizes, *, dtype=jnp.float32, out_scale=1.0):

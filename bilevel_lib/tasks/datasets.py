@@ -41,6 +41,8 @@ from pathlib import Path
 import jax.numpy as jnp
 import numpy as np
 
+from .. import _checks
+
 __all__ = [
     "CorruptDatasetError",
     "DatasetError",
@@ -54,14 +56,6 @@ __all__ = [
     "sinusoid",
     "sinusoid_boundary",
 ]
-
-
-def _check_count(value, name, lowest=1):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"`{name}` must be an int; got {type(value).__name__} {value!r}.")
-    if value < lowest:
-        raise ValueError(f"`{name}` must be >= {lowest}; got {value}.")
-    return int(value)
 
 
 def _check_nonneg(value, name):
@@ -95,8 +89,8 @@ def rings(n_per_class, *, num_classes=2, radii=None, noise=0.1, seed=0):
       >>> round(float(radius[labels == 0].mean()), 4), round(float(radius[labels == 1].mean()), 4)
       (1.0, 2.0)
     """
-    n = _check_count(n_per_class, "n_per_class")
-    c = _check_count(num_classes, "num_classes", lowest=2)
+    n = _checks.check_int(n_per_class, "n_per_class", lowest=1)
+    c = _checks.check_int(num_classes, "num_classes", lowest=2)
     noise = _check_nonneg(noise, "noise")
     radii = np.arange(1, c + 1, dtype=float) if radii is None else np.asarray(radii, float)
     if radii.shape != (c,):
@@ -145,7 +139,7 @@ def sinusoid(n, *, amplitude=0.5, frequency=2.0, extent=1.5, margin=0.0, seed=0)
       >>> bool(jnp.all((gap > 0.1) == (labels == 1))), bool(jnp.all(jnp.abs(gap) > 0.1))
       (True, True)
     """
-    n = _check_count(n, "n", lowest=2)
+    n = _checks.check_int(n, "n", lowest=2)
     amplitude = _check_nonneg(amplitude, "amplitude")
     frequency = _check_nonneg(frequency, "frequency")
     margin = _check_nonneg(margin, "margin")

@@ -26,9 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax import lax
 
-from .. import _checks, hypergrad
+from .. import _checks, blo, hypergrad
 
 __all__ = [
     "soft_labels",
@@ -37,12 +36,9 @@ __all__ = [
     "objectives",
     "loss",
     "accuracy",
-    "train",
     "retrain",
     "full_unroll",
-    "cold_start",
     "keep_in_box",
-    "replay",
     "trajectory_data",
 ]
 
@@ -180,7 +176,8 @@ def objectives(apply, data_points, data_labels, *, labels=None):
     directly: x reaches it only through y, i.e. through the hypergradient.
 
     Args:
-      apply: ``apply(params, points (n, d)) -> logits (n, C)``, e.g. :func:`bilevel_lib.models.mlp.apply`.
+      apply: ``apply(params, points (n, d)) -> logits (n, C)``, e.g.
+        :func:`bilevel_lib.models.mlp.apply`.
       data_points: ``(N, d)`` original inputs.
       data_labels: ``(N,)`` int original labels.
       labels: ``(m,)`` int hard labels of the learned points (``None`` for soft labels).
@@ -224,49 +221,11 @@ def objectives(apply, data_points, data_labels, *, labels=None):
     return inner, outer
 
 
-def train(loss_fn, params0, *, steps, optimizer):
-    r"""Minimise ``loss_fn(params)`` from ``params0`` with an optax optimiser (one jitted scan).
-
-    Args:
-      loss_fn: ``params -> scalar``.
-      params0: initial parameters (pytree of floats).
-      steps: number of optimiser steps (static int).
-      optimizer: optax ``GradientTransformation``, e.g. ``optax.sgd(0.1)``.
-
-    Returns:
-      ``(params, losses)``: the parameters after ``steps`` updates and the loss before each.
-
-    Example:
-      >>> import jax.numpy as jnp, optax
-      >>> p, losses = train(lambda w: jnp.sum((w - 3.0) ** 2), jnp.zeros(2), steps=100,
-      ...                   optimizer=optax.sgd(0.25))
-      >>> p.round(4).tolist(), losses.shape
-      ([3.0, 3.0], (100,))
-    """
-    _checks.check_callable(loss_fn, "loss_fn")
-    _checks.check_float_tree(params0, "params0")
-    steps = _checks.check_steps(steps, "steps")
-    if not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
-        raise TypeError(
-            f"`optimizer` must be an optax.GradientTransformation; got {type(optimizer).__name__}."
-        )
-    value_and_grad = jax.value_and_grad(loss_fn)
-
-    def run(p0):
-        def body(carry, _):
-            p, s = carry
-            value, g = value_and_grad(p)
-            updates, s = optimizer.update(g, s, p)
-            return (optax.apply_updates(p, updates), s), value
-
-        (p, _), losses = lax.scan(body, (p0, optimizer.init(p0)), None, length=steps)
-        return p, losses
-
-    return jax.jit(run)(params0)
-
 
 def retrain(apply, params0, points, targets, *, steps, optimizer):
-    r"""Train ``apply`` from scratch (``params0``) on ``(points, targets)``; see :func:`train`.
+    r"""Train ``apply`` from scratch (``params0``) on ``(points, targets)``.
+
+    A :func:`bilevel_lib.blo.minimize` of the cross-entropy.
 
     This is "re-training" in the paper (Fig. 7, Table 3): a fresh model fitted only to the given
     learned points, so it knows nothing the points do not carry. ``targets`` are int labels or
@@ -287,8 +246,8 @@ def retrain(apply, params0, points, targets, *, steps, optimizer):
         raise ValueError(
             f"`targets` must have one row per point ({points.shape[0]}); got {targets.shape}."
         )
-    return train(lambda p: cross_entropy(apply(p, points), targets), params0, steps=steps,
-                 optimizer=optimizer)
+    return blo.minimize(lambda p: cross_entropy(apply(p, points), targets), params0,
+                        steps=steps, optimizer=optimizer)
 
 
 def full_unroll(y0, *, steps, lr):
@@ -320,84 +279,6 @@ def full_unroll(y0, *, steps, lr):
     return estimator
 
 
-def cold_start(inner, outer, x0, y0, *, inner_opt, inner_steps, outer_opt, outer_steps):
-    r"""Cold-start BLO with the exact gradient of the re-training (one jitted scan).
-
-    At every outer step the model is re-trained from the same ``y0`` on the current learned
-    points, ``y_t = \Phi_K(y_0, x_t)`` (``inner_steps = K`` steps of the optax ``inner_opt``),
-    and ``x`` moves along the gradient of the cold-start objective, obtained by reverse-mode
-    differentiation through all K steps:
-
-    .. math:: x_{t+1} = x_t - \beta\, \frac{d}{dx} F\big(x, \Phi_K(y_0, x)\big)\Big|_{x_t}.
-
-    Unlike ``bilevel_lib.blo.cold_start`` with :func:`full_unroll`, the K inner steps run once
-    per outer step (their forward pass serves both the recorded losses and the gradient), and
-    ``inner_opt`` may be any optax optimizer (to differentiate through Adam, give it
-    ``eps_root > 0``, e.g. ``optax.adam(1e-2, eps_root=1e-8)``, so that its square root is
-    differentiable at zero). Memory O(K dim y).
-
-    Args:
-      inner, outer: ``(x, y) -> scalar``.
-      x0, y0: initial learned data and the fixed model initialization (pytrees).
-      inner_opt, outer_opt: optax ``GradientTransformation`` s.
-      inner_steps: K (static int); outer_steps: T (static int).
-
-    Returns:
-      ``(x_T, y, trace)``: the final learned data, the model re-trained on them, and a dict
-      stacked over t = 0..T-1 with ``"x"`` (x_t), ``"outer_loss"`` F(x_t, y_t) and
-      ``"inner_loss"`` f(x_t, y_t) of the re-trained model y_t.
-
-    Example:
-      >>> import jax.numpy as jnp, optax
-      >>> inner = lambda x, y: 0.5 * jnp.sum((y - x) ** 2)
-      >>> outer = lambda x, y: 0.5 * jnp.sum((y - 3.0) ** 2)
-      >>> x, y, tr = cold_start(inner, outer, jnp.zeros(1), jnp.zeros(1),
-      ...     inner_opt=optax.sgd(0.5), inner_steps=1, outer_opt=optax.sgd(1.0),
-      ...     outer_steps=100)                        # y = x / 2, so x -> 6
-      >>> round(float(x[0]), 4), round(float(y[0]), 4), tr["inner_loss"].shape
-      (6.0, 3.0, (100,))
-    """
-    _checks.check_callable(inner, "inner")
-    _checks.check_callable(outer, "outer")
-    _checks.check_float_tree(x0, "x0")
-    _checks.check_float_tree(y0, "y0")
-    inner_steps = _checks.check_steps(inner_steps, "inner_steps")
-    outer_steps = _checks.check_steps(outer_steps, "outer_steps")
-    for opt, name in ((inner_opt, "inner_opt"), (outer_opt, "outer_opt")):
-        if not (hasattr(opt, "init") and hasattr(opt, "update")):
-            raise TypeError(
-                f"`{name}` must be an optax.GradientTransformation; got {type(opt).__name__}."
-            )
-    grad_y = jax.grad(inner, argnums=1)
-
-    def retrained(x):
-        def body(carry, _):
-            y, s = carry
-            updates, s = inner_opt.update(grad_y(x, y), s, y)
-            return (optax.apply_updates(y, updates), s), None
-
-        return lax.scan(body, (y0, inner_opt.init(y0)), None, length=inner_steps)[0][0]
-
-    def objective(x):
-        y = retrained(x)
-        return outer(x, y), inner(x, y)
-
-    value_and_grad = jax.value_and_grad(objective, has_aux=True)
-
-    def run(x_init):
-        def step(carry, _):
-            x, s = carry
-            (big_f, small_f), g = value_and_grad(x)
-            updates, s = outer_opt.update(g, s, x)
-            record = {"x": x, "outer_loss": big_f, "inner_loss": small_f}
-            return (optax.apply_updates(x, updates), s), record
-
-        (x, _), trace = lax.scan(step, (x_init, outer_opt.init(x_init)), None,
-                                 length=outer_steps)
-        return x, retrained(x), trace
-
-    return jax.jit(run)(x0)
-
 
 def keep_in_box(low, high):
     r"""An optax transformation that keeps the learned points inside the box ``[low, high]^d``.
@@ -421,7 +302,8 @@ def keep_in_box(low, high):
         raise ValueError(f"`low` < `high` must be finite; got low={low}, high={high}.")
 
     def fit(update, point):
-        return jnp.clip(point + update, low, high) - point
+        # A projected step: where the projection puts the points, minus where they are.
+        return optax.projections.projection_box(point + update, low, high) - point
 
     def init(params):
         del params
@@ -439,67 +321,6 @@ def keep_in_box(low, high):
 
     return optax.GradientTransformation(init, update)
 
-
-def replay(inner, y0, xs, *, lr, every=None):
-    r"""Re-run inner gradient descent along a recorded outer trajectory ``xs``.
-
-    .. math:: y_{t+1} = y_t - \alpha\, \nabla_y f(x_t, y_t),\qquad t = 0, \dots, T-1
-
-    Warm-start BLO with one inner SGD step per outer step (``inner_steps=1``) is exactly this
-    recursion with ``xs = trace["x"]``: the final inner parameters are a function of the whole
-    outer trajectory, not of its last point. (One jitted ``lax.scan``.)
-
-    Args:
-      inner: ``inner(x, y) -> scalar``.
-      y0: initial inner parameters (pytree).
-      xs: outer parameters stacked over time (pytree with a leading time axis ``T``).
-      lr: step size alpha > 0.
-      every: if given, also return the snapshots ``y_every, y_2every, ..., y_T``
-        (``T`` must be a multiple of ``every``), e.g. for the frames of an animation.
-
-    Returns:
-      ``y_T``, or ``(y_T, snapshots)`` with a leading axis of length ``T / every``.
-
-    Example:
-      >>> import jax.numpy as jnp
-      >>> inner = lambda x, y: 0.5 * jnp.sum((y - x) ** 2)   # y_{t+1} = y_t / 2 + x_t / 2
-      >>> replay(inner, jnp.zeros(1), jnp.array([[4.0], [0.0]]), lr=0.5).tolist()
-      [1.0]
-      >>> replay(inner, jnp.zeros(1), jnp.array([[4.0], [0.0]]), lr=0.5, every=1)[1].tolist()
-      [[2.0], [1.0]]
-    """
-    _checks.check_callable(inner, "inner")
-    _checks.check_float_tree(y0, "y0")
-    _checks.check_float_tree(xs, "xs")
-    _checks.check_positive(lr, "lr")
-    length = jax.tree_util.tree_leaves(xs)[0].shape[0]
-    if every is not None:
-        every = _checks.check_steps(every, "every", allow_zero=False)
-        if length % every:
-            raise ValueError(f"`every` ({every}) must divide the trajectory length ({length}).")
-    grad_y = jax.grad(inner, argnums=1)
-
-    def steps(y_init, xs_):
-        def body(y, x):
-            return jax.tree_util.tree_map(lambda a, g: a - lr * g, y, grad_y(x, y)), None
-
-        return lax.scan(body, y_init, xs_)[0]
-
-    if every is None:
-        return jax.jit(steps)(y0, xs)
-
-    def chunked(y_init, xs_):
-        blocks = jax.tree_util.tree_map(
-            lambda a: a.reshape((length // every, every) + a.shape[1:]), xs_
-        )
-
-        def block(y, xb):
-            y = steps(y, xb)
-            return y, y
-
-        return lax.scan(block, y_init, blocks)
-
-    return jax.jit(chunked)(y0, xs)
 
 
 def trajectory_data(trace_x, labels=None, *, every=1):

@@ -27,15 +27,14 @@ Neumann sum, ``(H + eps I)^{-1}``) converges to
 :func:`bilevel_lib.quadratic.filtered_outer_solution`; with ``g(H) = H^+`` that is Theorem
 3.1's outer solution closest to ``x0``.
 
-Also here: an optax "optimiser" that solves the quadratic inner problem exactly
-(:func:`exact_inner_solver`), a vmapped, jitted cold-start sweep over one estimator option
-(:func:`cold_start_sweep`), and the task with a small ReLU MLP (:mod:`bilevel_lib.models.mlp`) as the
-inner model (:func:`mlp_problem`).
+Also here: an optax "optimizer" that solves the quadratic inner problem exactly
+(:func:`exact_inner_solver`), and the task with a small ReLU MLP
+(:mod:`bilevel_lib.models.mlp`) as the inner model (:func:`mlp_problem`). Sweeps over an
+estimator option use :func:`bilevel_lib.blo.cold_start_sweep`.
 """
 
 from __future__ import annotations
 
-import functools
 import numbers
 from typing import NamedTuple
 
@@ -55,7 +54,6 @@ __all__ = [
     "AntiDistillation",
     "anti_distillation",
     "exact_inner_solver",
-    "cold_start_sweep",
     "MLPAntiDistillation",
     "mlp_init",
     "mlp_problem",
@@ -96,8 +94,7 @@ def amplitudes(n_freq=10, schedule="exponential", *, decay=0.6):
       >>> amplitudes(3, "linear").tolist()
       [1.0, 0.75, 0.5, 0.25]
     """
-    if isinstance(n_freq, bool) or not isinstance(n_freq, numbers.Integral) or n_freq < 1:
-        raise ValueError(f"`n_freq` must be an int >= 1; got {n_freq!r}.")
+    n_freq = _checks.check_int(n_freq, "n_freq", lowest=1)
     if schedule not in SCHEDULES:
         raise ValueError(f"`schedule` must be one of {SCHEDULES}; got {schedule!r}.")
     k = np.arange(n_freq + 1)
@@ -260,7 +257,7 @@ class AntiDistillation(NamedTuple):
 
     def hypergradients(self, x, *, estimator, param, values, options=None):
         r"""The estimator at the cold-start inner solution ``Phi^+ x`` for every value of one
-        option (e.g. ``steps`` with a static ``max_steps``), as one jitted ``vmap``.
+        option (e.g. ``steps`` with a static ``max_steps``), as one ``vmap``.
 
         Returns:
           Array ``(len(values), m)``.
@@ -276,27 +273,28 @@ class AntiDistillation(NamedTuple):
           [['-0.10', '-0.30'], ['-0.16', '-0.44']]
         """
         _checks.check_callable(estimator, "estimator")
-        values, options = _sweep_values(param, values, options)
+        values, options = blo.sweep_values(param, values, options)
         x = jnp.asarray(x)
         w = self.inner_solution(x)
 
         def one(value):
             return estimator(self.inner, self.outer, x, w, **{param: value}, **options)
 
-        return jax.jit(jax.vmap(one))(values)
+        return jax.vmap(one)(values)
 
     def sweep(self, x0, *, estimator, param, values, options=None, outer_steps,
               outer_lr=None):
         r""":meth:`cold_start` for every value of one estimator option: one
-        :func:`cold_start_sweep` call (jitted, vmapped).
+        :func:`bilevel_lib.blo.cold_start_sweep` call (vmapped).
 
         Returns:
           ``(x, w, trace)`` with a leading axis over ``values``; ``w[i] = Phi^+ x[i]``.
         """
         w0 = jnp.zeros(self.phi.shape[1], self.phi.dtype)
-        x, _, trace = cold_start_sweep(self.inner, self.outer, x0, w0, estimator=estimator,
-                                       param=param, values=values, options=options,
-                                       **self._blo_options(outer_steps, outer_lr))
+        x, _, trace = blo.cold_start_sweep(self.inner, self.outer, x0, w0,
+                                           estimator=estimator, param=param, values=values,
+                                           options=options,
+                                           **self._blo_options(outer_steps, outer_lr))
         return x, jax.vmap(self.inner_solution)(x), trace
 
 
@@ -398,74 +396,6 @@ def exact_inner_solver(hess, *, rtol=None):
 # ---------------------------------------------------------------------------------------------
 
 
-def _sweep_values(param, values, options):
-    """Validate a swept estimator option; a step count gets ``max_steps`` and int32 values."""
-    if not isinstance(param, str):
-        raise TypeError(f"`param` must be the name of an estimator keyword; got {param!r}.")
-    options = dict(options or {})
-    if param in options:
-        raise ValueError(f"`{param}` is swept; do not also pass it in `options`.")
-    values = np.asarray(values)
-    if values.ndim != 1 or values.shape[0] < 1:
-        raise ValueError(f"`values` must be a non-empty 1-D sequence; got shape {values.shape}.")
-    if param == "steps":
-        if not np.issubdtype(values.dtype, np.integer) or np.any(values < 0):
-            raise ValueError(f"`values` of `steps` must be ints >= 0; got {values.tolist()}.")
-        options["max_steps"] = int(values.max())
-        return jnp.asarray(values, dtype=jnp.int32), options
-    if not np.issubdtype(values.dtype, np.number) or not np.all(np.isfinite(values)):
-        raise ValueError(f"`values` must be finite numbers; got {values.tolist()}.")
-    return jnp.asarray(values, dtype=jnp.result_type(float)), options
-
-
-def cold_start_sweep(inner, outer, x0, y0, *, estimator, param, values, options=None,
-                     outer_opt, inner_opt, outer_steps, inner_steps, trace_y=False):
-    r"""Cold-start BLO for every value of one estimator option, as one jitted ``vmap``.
-
-    For each ``v`` in ``values`` it runs :func:`bilevel_lib.blo.cold_start` with
-    ``hypergrad = partial(estimator, **{param: v}, **options)``. A sweep over a step count
-    (``param="steps"``) passes ``max_steps=max(values)``, so every K shares one compiled loop
-    with a traced ``steps`` (terms past K are masked); float options such as ``eps`` or
-    ``lr`` are traced directly.
-
-    Args:
-      inner, outer, x0, y0: as in :func:`bilevel_lib.blo.cold_start`.
-      estimator: a :mod:`bilevel_lib.hypergrad` estimator (``neumann``, ``unroll``, ``cg``,
-        ``damped``).
-      param: the swept keyword (e.g. ``"steps"``, ``"eps"``).
-      values: 1-D sequence of its values (concrete; ints for ``"steps"``).
-      options: other keyword arguments of the estimator (e.g. ``{"lr": 0.1}``).
-      outer_opt, inner_opt, outer_steps, inner_steps, trace_y: as in ``cold_start``.
-
-    Returns:
-      ``(x, y, trace)`` of :func:`bilevel_lib.blo.cold_start`, each with a leading axis of
-      length ``len(values)``.
-
-    Example:
-      >>> import jax.numpy as jnp, optax
-      >>> from bilevel_lib import hypergrad
-      >>> inner = lambda x, y: 0.5 * jnp.sum(jnp.array([1.0, 0.5]) * (y - x) ** 2)
-      >>> outer = lambda x, y: 0.5 * jnp.sum(y) ** 2
-      >>> xs, _, _ = cold_start_sweep(inner, outer, jnp.ones(2), jnp.zeros(2),
-      ...     estimator=hypergrad.neumann, param="steps", values=[1, 50], options={"lr": 1.0},
-      ...     outer_opt=optax.sgd(0.2), inner_opt=optax.sgd(1.0), outer_steps=200,
-      ...     inner_steps=60)
-      >>> [[f"{v:.3f}" for v in row] for row in abs(xs)]   # K = 1 moves x along (1, 0.5),
-      [['0.333', '0.333'], ['0.000', '0.000']]
-      >>> xs[0, 0] < 0                                     # K = 50 along (1, 1)
-      Array(True, dtype=bool)
-    """
-    _checks.check_callable(estimator, "estimator")
-    values, options = _sweep_values(param, values, options)
-
-    def one(value):
-        hg = functools.partial(estimator, **{param: value}, **options)
-        return blo.cold_start(inner, outer, x0, y0, hypergrad=hg, outer_opt=outer_opt,
-                              inner_opt=inner_opt, outer_steps=outer_steps,
-                              inner_steps=inner_steps, trace_y=trace_y)
-
-    return jax.jit(jax.vmap(one))(values)
-
 
 # ---------------------------------------------------------------------------------------------
 # The MLP version (App. F.2, Fig. 18)
@@ -473,7 +403,7 @@ def cold_start_sweep(inner, outer, x0, y0, *, estimator, param, values, options=
 
 
 def mlp_init(key, sizes=(1, 10, 10, 1), dtype=None):
-    r"""LeCun-normal parameters for :mod:`bilevel_lib.models.mlp`: weights N(0, 1/fan_in), zero biases.
+    r"""LeCun-normal parameters for :mod:`bilevel_lib.models.mlp`: N(0, 1/fan_in), zero biases.
 
     ``sizes=(1, 10, 10, 1)`` is the paper's "2 layers, 10 hidden units per layer" (141
     parameters). These are the He-normal draws of :func:`bilevel_lib.models.mlp.init` divided by
@@ -509,7 +439,7 @@ class MLPAntiDistillation(NamedTuple):
 
     @staticmethod
     def predict(params, u):
-        """The MLP (a :mod:`bilevel_lib.models.mlp` dict pytree) at scalar inputs ``u (N,) -> (N,)``."""
+        """The MLP (a :mod:`bilevel_lib.models.mlp` pytree) at scalar inputs, ``(N,) -> (N,)``."""
         return mlp.apply(params, jnp.asarray(u)[:, None])[:, 0]
 
     def inner(self, x, params):
