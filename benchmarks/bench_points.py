@@ -64,12 +64,13 @@ def dense_reference(inner64, outer64, x64, y64, chunk=256):
     def grad_y(x_, v):
         return ravel_pytree(jax.grad(inner64, argnums=1)(x_, unravel(v)))[0]
 
-    @jax.jit
-    def columns(e):
-        return jax.vmap(lambda u: linalg.hvp(lambda v: grad_y(x64, v), y_flat, u))(e)
+    @jax.jit  # x and y as arguments: closed-over constants would be constant-folded by XLA
+    def columns(e, x_, y_):
+        return jax.vmap(lambda u: linalg.hvp(lambda v: grad_y(x_, v), y_, u))(e)
 
     eye = np.eye(n)
-    hess = np.concatenate([np.asarray(columns(eye[i:i + chunk])) for i in range(0, n, chunk)])
+    hess = np.concatenate([np.asarray(columns(eye[i:i + chunk], x64, y_flat))
+                           for i in range(0, n, chunk)])
     hess = 0.5 * (hess + hess.T)
     f_x, f_y = jax.grad(outer64, argnums=(0, 1))(x64, y64)
     v = np.linalg.solve(hess, np.asarray(ravel_pytree(f_y)[0]))
