@@ -7,11 +7,12 @@ first layer is frozen: 1024 inner parameters), 512 training / 512 validation poi
 1e-4), outer = the validation loss. The inner Hessian is positive definite (eigenvalues
 1e-4 to 0.08 at x0) and depends on x only. (A 1377-parameter ridge tanh MLP was tried first:
 after 200 L-BFGS iterations at x0 its Hessian along the run had an eigenvalue of -7.7e-3, and
-on an indefinite H neither a damped nor a short CG solve converges; see ``bench_points.py``.) The inner problem is solved exactly at x0; then
-``blo.warm_start`` runs T = 60 outer steps (Adam, lr 0.02, on x) with 5 SGD steps on y per
-outer step, so y tracks y*(x) and moves slowly (|y_t+1 - y_t| / |y_t| ~ 4e-4). The states
-``(x_t, y_t)`` of that run are recorded, and every method then computes the T hypergradients
-at exactly these states (float32), in one jitted ``lax.scan`` over t:
+on an indefinite H neither a damped nor a short CG solve converges; see
+``bench_points.py``.) The inner problem is solved exactly at x0; then ``blo.warm_start`` runs
+T = 60 outer steps (Adam, lr 0.02, on x) with 5 SGD steps on y per outer step, so y tracks
+y*(x) and moves slowly (|y_t+1 - y_t| / |y_t| ~ 4e-4). The states ``(x_t, y_t)`` of that run
+are recorded, and every method then computes the T hypergradients at exactly these states
+(float32), in one jitted ``lax.scan`` over t:
 
 * ``ours damped``: ``hypergrad.damped(eps=1e-8, tol=tol, init=v_{t-1})`` -- CG on
   ``H + eps I`` in a ``while_loop``, warm-started from the previous step's solution
