@@ -283,12 +283,12 @@ def main(argv=None):
             arg = jnp.asarray(knob, dtype if isinstance(knob, float) else jnp.int32)
             hs, steps = cal(*(sub if on_sub else (xs, ys)), arg)
             errs = [rel(hs[i] if on_sub else hs[t], refs[t]) for i, t in enumerate(ref_steps)]
-            worst, steps = max(errs), int(jnp.sum(steps))
+            per_step, worst, steps = np.asarray(steps), max(errs), int(jnp.sum(steps))
             print(f"  {name:13s} {'tol' if 'damped' in name else 'K'} = {knob:<7g} worst error "
                   f"{worst:.2e}  (solver steps {'per step' if on_sub else 'over the run'} "
                   f"{steps // len(ref_steps) if on_sub else steps})")
             if worst <= args.target:
-                chosen[name] = (make(knob), knob, errs, steps)
+                chosen[name] = (make(knob), knob, errs, per_step)
                 break
         else:
             print(f"  {name}: target not reached on this grid")
@@ -299,11 +299,14 @@ def main(argv=None):
     print("\nAt the chosen settings:")
     kinds = {"ours damped": "damped", "ours cg warm": "cg_warm", "jaxopt cold": "jaxopt"}
     hvps = {}
-    for name, (_, knob, errs, _steps) in chosen.items():
+    for name, (_, knob, errs, per_step) in chosen.items():
         hvps[name] = count_hvps(inner, outer, xs, ys, kinds[name], knob, n_params)
         print(f"  {name:13s} ({'tol' if 'damped' in name else 'K'} = {knob:g}): errors at ref "
               f"steps [{' '.join(f'{e:.1e}' for e in errs)}]; {hvps[name]} HVPs over "
               f"{t_count} steps ({hvps[name] / t_count:.1f} per step)")
+        if not name.startswith("jaxopt"):
+            print(f"    solver iterations: {per_step[0]} at t = 0 (cold), then median "
+                  f"{np.median(per_step[1:]):g}, range {per_step[1:].min()}-{per_step[1:].max()}")
 
     fns = {name: c[0] for name, c in chosen.items()}
     for fn in fns.values():
