@@ -18,7 +18,7 @@ answer ``F_x - B^T H^{-1} F_y`` (``numpy.linalg.solve`` on the dense Hessian; H 
 nonsingular at both points), for several K. The K = 20 calls are timed in alternating rounds
 in one process (median ratio and best-round ratio).
 
-Run: ``python benchmarks/bench_points.py`` (about 2.5 minutes on 2 busy CPU cores);
+Run: ``python benchmarks/bench_points.py`` (about 3 minutes on 2 CPU cores, more under load);
 ``--skip-dense`` drops the float64 dense reference, ``--points initial`` one point only.
 """
 
