@@ -88,6 +88,9 @@ html-check: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -r benchmarks/requirements.txt
 	$(PY) benchmarks/bench_jaxopt.py
+	$(PY) benchmarks/bench_points.py
+	$(PY) benchmarks/bench_warm.py
+	$(PY) benchmarks/bench_singular.py
 	$(PY) benchmarks/bench_sweep.py
 
 clean:
