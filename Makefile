@@ -81,7 +81,9 @@ test-portable: $(STAMP)
 
 html-check: $(STAMP)
 	@mkdir -p _build
-	@sed -e 's/^\(  *execute_notebooks:\).*/\1 "off"/' _config.yml > _build/_config_check.yml
+	@# The copy lives in _build/, and local extension paths are relative to the config file.
+	@sed -e 's/^\(  *execute_notebooks:\).*/\1 "off"/' \
+	  -e 's|^\(    bib_authoryear:\) book/_ext|\1 ../book/_ext|' _config.yml > _build/_config_check.yml
 	$(JB) build . --builder html --config _build/_config_check.yml --warningiserror --nitpick \
 	  --keep-going --path-output _build/check
 
