@@ -173,3 +173,35 @@ def test_nbval_passes_on_a_correct_stored_output(tmp_path):
 def test_nbval_fails_when_one_digit_of_a_checked_output_changes(tmp_path):
     run = _nbval(_tiny_notebook(tmp_path, "0.6668 after 12 steps\n"))
     assert run.returncode != 0, "nbval did not notice a changed digit:\n" + run.stdout
+
+
+def _markdown(path):
+    nb = json.loads(path.read_text())
+    return [_source(c) for c in nb["cells"] if c["cell_type"] == "markdown"]
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
+def test_every_figure_is_numbered_captioned_and_collapsed(path):
+    """A plotted figure carries myst-nb figure metadata (caption, name, alt text) and hides its
+    plotting code; captions are never hand-typed "**Figure ...**" paragraphs."""
+    missing, shown = [], []
+    for i, cell in enumerate(_code_cells(path)):
+        if not any("image/png" in o.get("data", {}) for o in cell.get("outputs", [])):
+            continue
+        meta = cell.get("metadata", {}).get("mystnb", {})
+        figure, image = meta.get("figure", {}), meta.get("image", {})
+        if not (figure.get("caption") and figure.get("name") and image.get("alt")):
+            missing.append(i)
+        if "hide-input" not in cell.get("metadata", {}).get("tags", []):
+            shown.append(i)
+    hand = [s[:40] for s in _markdown(path) if re.match(r"\s*\*\*Fig(ure)?\b", s)]
+    assert not missing, f"code cells {missing} plot without mystnb figure caption/name/alt"
+    assert not shown, f"plotting cells {shown} are not tagged hide-input"
+    assert not hand, f"hand-typed figure captions: {hand}"
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
+def test_equation_references_are_not_wrapped_in_parentheses(path):
+    # {eq} renders "(4.3)" itself: "({eq}`x`)" would show "((4.3))".
+    doubled = [s[:60] for s in _markdown(path) if re.search(r"\(\{eq\}`[^`]*`\)", s)]
+    assert not doubled, f"equation references inside parentheses: {doubled}"
