@@ -8,9 +8,11 @@ Everything here is built on the core (:mod:`bilevel_lib.hypergrad`, :mod:`bileve
 * :mod:`bilevel_lib.tasks.datasets` -- seeded 2-D data sets and the image benchmarks
   (MNIST, Fashion-MNIST, CIFAR-10) loaded from offline copies or verified downloads;
 * :mod:`bilevel_lib.tasks.distill` -- dataset-distillation objectives (chapter 4);
+* :mod:`bilevel_lib.tasks.image_distill` -- image distillation and a data-augmentation net with a
+  linear classifier (chapter 5, the paper's Table 3);
 * :mod:`bilevel_lib.tasks.fourier` -- the Fourier-feature anti-distillation task (chapter 6).
 """
 
-from . import datasets, distill, fourier, ridge
+from . import datasets, distill, fourier, image_distill, ridge
 
-__all__ = ["datasets", "distill", "fourier", "ridge"]
+__all__ = ["datasets", "distill", "fourier", "image_distill", "ridge"]

@@ -1,0 +1,755 @@
+r"""Image dataset distillation and a data-augmentation net with a linear classifier (Table 3).
+
+The paper's Table 3 and Fig. 9 train a **linear softmax classifier** ``y = {"W", "b"}``,
+``logits = u W + b``, on learned data ``x`` and measure it on the data of the outer objective:
+
+* **dataset distillation**: ``x = {"points": (m, d), "label_logits": (m, C)}``, ``m = 1`` or
+  ``10`` learned images in total, each with a learned soft label ``softmax(l_i)`` ("1 learned
+  image + 10-dim soft label (794 outer params)" on MNIST). The inner objective is the
+  classifier's cross-entropy on the learned images, the outer one its cross-entropy on the
+  *original set*, the first ``n_original = 10,000`` training images:
+
+  .. math::
+
+      f(x, y) = \frac1m \sum_{i=1}^m \mathrm{CE}\big(\tilde u_i W + b,\ \mathrm{softmax}
+                (\ell_i)\big) + \frac{\lambda}{2}\lVert W\rVert^2,\qquad
+      F(x, y) = \frac1N \sum_{j=1}^N \mathrm{CE}\big(u_j W + b,\ t_j\big);
+
+* **data augmentation** (Table 3, right: "linear data-augmentation net in front of a
+  classifier; 50 training points; full validation set"): the outer parameters
+  ``theta = {"A", "B", "c"}`` of a linear augmentation net
+  ``aug(u, eps) = u + A u + B eps + c`` (``eps ~ N(0, I_k)`` drawn afresh at every outer step,
+  with ``blo``'s ``key``/``sample``) are tuned so that the classifier trained on the augmented
+  50 training images does well on the validation set; ``theta = 0`` is the identity map.
+
+Runs (:func:`warm_start_run`, :func:`cold_start_run`, :func:`augmentation_run`) are the loops
+of :mod:`bilevel_lib.blo` (one ``lax.scan``), take a PRNG key first and are ``jit``- and
+``vmap``-able over it; :func:`sharded_vmap` runs such a sweep with its seed axis sharded over
+every visible device. "Warm-start + re-training" is :func:`retrain_accuracy`: a fresh
+classifier trained on the final learned data alone.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from .. import _checks, blo, hypergrad
+from . import datasets, distill
+
+__all__ = [
+    "NUM_CLASSES",
+    "prepare",
+    "init_classifier",
+    "classify",
+    "classifier_loss",
+    "accuracy",
+    "evaluate",
+    "init_learned",
+    "objectives",
+    "warm_start_run",
+    "cold_start_run",
+    "retrain",
+    "retrain_accuracy",
+    "init_augmentation",
+    "augment",
+    "augmentation_objectives",
+    "augmentation_sample",
+    "augmentation_run",
+    "augmentation_retrain_accuracy",
+    "sharded_vmap",
+]
+
+NUM_CLASSES = 10
+
+# The validation split is always the last 10,000 training images (disjoint from the original
+# set, which is a prefix of the training images).
+_N_TRAIN = {"mnist": 60_000, "fashion_mnist": 60_000, "cifar10": 50_000}
+
+
+def prepare(name, *, n_original=10_000, n_val=10_000, download=True):
+    r"""The splits of Table 3 as float32 rows in ``[0, 1]`` and int32 labels.
+
+    * ``"original"``: the first ``n_original`` training images (the paper's outer objective
+      uses 10,000);
+    * ``"validation"``: the **last** ``n_val`` training images (10,000 by default), disjoint
+      from the original set (so ``n_original + n_val`` may not exceed the training split);
+    * ``"test"``: the whole test split (10,000 images).
+
+    Args:
+      name: ``"mnist"``, ``"fashion_mnist"`` or ``"cifar10"``.
+      n_original: size of the original set (int >= 1).
+      n_val: size of the validation split (int >= 1).
+      download: passed to :func:`bilevel_lib.tasks.datasets.load`.
+
+    Returns:
+      A dict ``{"original": (points, labels), "validation": (...), "test": (...)}`` of
+      float32 ``(n, d)`` rows (``d = 784`` for MNIST and Fashion-MNIST, 3072 for CIFAR-10) and
+      int32 ``(n,)`` labels.
+
+    Raises:
+      ValueError: an unknown ``name``, or sizes that do not fit in the training split.
+
+    Example:
+      >>> prepare("mnist", n_original=55_000)  # doctest: +ELLIPSIS
+      Traceback (most recent call last):
+      ...
+      ValueError: `n_original` + `n_val` (65000) must not exceed the 60000 training images ...
+      >>> splits = prepare("mnist", n_original=100)  # doctest: +SKIP
+      >>> splits["original"][0].shape, splits["validation"][0].shape  # doctest: +SKIP
+      ((100, 784), (10000, 784))
+    """
+    if name not in _N_TRAIN:
+        raise ValueError(f"`name` must be one of {', '.join(map(repr, _N_TRAIN))}; got {name!r}.")
+    n_original = _checks.check_int(n_original, "n_original", lowest=1)
+    n_val = _checks.check_int(n_val, "n_val", lowest=1)
+    n_train = _N_TRAIN[name]
+    if n_original + n_val > n_train:
+        raise ValueError(
+            f"`n_original` + `n_val` ({n_original + n_val}) must not exceed the {n_train} "
+            f"training images of {name!r}."
+        )
+    images, labels = datasets.load(name, "train", download=download)
+    test_images, test_labels = datasets.load(name, "test", download=download)
+    labels = np.asarray(labels, np.int32)
+    return {
+        "original": (datasets.as_float(images[:n_original]), labels[:n_original]),
+        "validation": (datasets.as_float(images[n_train - n_val:]), labels[n_train - n_val:]),
+        "test": (datasets.as_float(test_images), np.asarray(test_labels, np.int32)),
+    }
+
+
+def init_classifier(dim, num_classes=NUM_CLASSES, *, key=None, scale=0.01, dtype=None):
+    r"""Parameters ``{"W": (d, C), "b": (C,)}`` of the linear classifier.
+
+    Zeros without ``key`` (the usual start of a convex problem: cold start from zero);
+    with ``key``, ``W`` is ``scale * N(0, 1)`` and ``b`` zero.
+
+    Example:
+      >>> p = init_classifier(4, 3)
+      >>> p["W"].shape, p["b"].shape, float(abs(p["W"]).sum())
+      ((4, 3), (3,), 0.0)
+    """
+    dim = _checks.check_int(dim, "dim", lowest=1)
+    num_classes = _checks.check_int(num_classes, "num_classes", lowest=2)
+    dtype = dtype or jnp.result_type(float)
+    w = jnp.zeros((dim, num_classes), dtype)
+    if key is not None:
+        w = scale * jax.random.normal(key, (dim, num_classes), dtype)
+    return {"W": w, "b": jnp.zeros((num_classes,), dtype)}
+
+
+def classify(y, points):
+    r"""Logits ``points @ W + b`` of the linear classifier ``y = {"W", "b"}``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> classify({"W": jnp.eye(2), "b": jnp.array([0.0, 1.0])}, jnp.array([[2.0, 0.0]])).tolist()
+      [[2.0, 1.0]]
+    """
+    return points @ y["W"] + y["b"]
+
+
+def classifier_loss(y, points, targets, *, weight_decay=0.0):
+    r"""Mean cross-entropy of the linear classifier, plus ``weight_decay / 2 * ||W||^2``.
+
+    .. math:: \ell(W, b) = -\frac1n \sum_n \sum_c p_{nc}\log\mathrm{softmax}(u_n W + b)_c
+              + \frac{\lambda}{2}\lVert W\rVert_F^2
+
+    Args:
+      y: ``{"W": (d, C), "b": (C,)}``.
+      points: ``(n, d)`` inputs.
+      targets: int labels ``(n,)`` or soft labels ``(n, C)``.
+      weight_decay: lambda >= 0 (the bias is not penalised).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> y = init_classifier(2, 2)                  # zero logits: CE = log 2
+      >>> round(float(classifier_loss(y, jnp.ones((3, 2)), jnp.array([0, 1, 1]))), 5)
+      0.69315
+    """
+    ce = distill.cross_entropy(classify(y, points), targets)
+    return ce + 0.5 * weight_decay * jnp.sum(jnp.square(y["W"]))
+
+
+def accuracy(y, points, labels):
+    """Fraction of ``points`` the linear classifier ``y`` labels correctly (arg-max logit).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> y = {"W": jnp.eye(2), "b": jnp.zeros(2)}
+      >>> float(accuracy(y, jnp.array([[1.0, 0.0], [1.0, 2.0]]), jnp.array([0, 0])))
+      0.5
+    """
+    return distill.accuracy(classify, y, points, labels)
+
+
+def evaluate(y, eval_sets):
+    """Accuracy of the classifier ``y`` on each of ``eval_sets`` (``{name: (points, labels)}``).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> y = {"W": jnp.eye(2), "b": jnp.zeros(2)}
+      >>> {k: float(v) for k, v in evaluate(y, {"a": (jnp.eye(2), jnp.array([0, 1]))}).items()}
+      {'a': 1.0}
+    """
+    return {name: accuracy(y, pts, lab) for name, (pts, lab) in eval_sets.items()}
+
+
+def _check_num_learned(num_learned, num_classes):
+    num_learned = _checks.check_int(num_learned, "num_learned", lowest=1)
+    if num_learned > num_classes and num_learned % num_classes:
+        raise ValueError(
+            f"too many learned images for the classes: `num_learned` ({num_learned}) must be "
+            f"at most `num_classes` ({num_classes}) or a multiple of it, so that the initial "
+            "labels i mod C give every class the same number of images (or at most one)."
+        )
+    return num_learned
+
+
+def init_learned(key, num_learned, dim, *, num_classes=NUM_CLASSES, labels=None, noise=0.1,
+                 label_scale=1.0):
+    r"""Initial learned images and label logits ``{"points": (m, d), "label_logits": (m, C)}``.
+
+    ``points = noise * N(0, 1)`` (from ``key``) and ``label_logits = label_scale *
+    onehot(labels)``, so image i starts with the soft label ``softmax(label_scale e_{t_i})``.
+
+    The rule on ``m = num_learned``: ``m <= C`` (at most one image a class; the default
+    labels ``t_i = i`` are distinct) or ``m`` a multiple of ``C`` (the default ``t_i = i mod C``
+    gives every class ``m / C`` images); otherwise "too many learned images for the classes".
+
+    Args:
+      key: PRNG key.
+      num_learned: m (int >= 1; the paper uses 1 and 10).
+      dim: d, the flattened image size.
+      num_classes: C.
+      labels: optional ``(m,)`` int initial labels in ``[0, C)`` (default ``i mod C``).
+      noise: standard deviation of the initial pixels.
+      label_scale: the initial logit of the labelled class (0: uniform soft labels).
+
+    Returns:
+      The dict ``x``; its soft labels are ``bilevel_lib.tasks.distill.soft_labels(
+      x["label_logits"])``.
+
+    Example:
+      >>> import jax
+      >>> x = init_learned(jax.random.PRNGKey(0), 1, 784)
+      >>> x["points"].size + x["label_logits"].size     # the paper's 794 outer parameters
+      794
+      >>> init_learned(jax.random.PRNGKey(0), 15, 784)  # doctest: +ELLIPSIS
+      Traceback (most recent call last):
+      ...
+      ValueError: too many learned images for the classes: `num_learned` (15) must be at most ...
+    """
+    num_classes = _checks.check_int(num_classes, "num_classes", lowest=2)
+    m = _check_num_learned(num_learned, num_classes)
+    dim = _checks.check_int(dim, "dim", lowest=1)
+    if labels is None:
+        labels = np.arange(m) % num_classes
+    labels = np.asarray(labels)
+    if not np.issubdtype(labels.dtype, np.integer) or labels.shape != (m,):
+        raise ValueError(
+            f"`labels` must be {m} int class indices (one per learned image); got "
+            f"{labels.dtype} of shape {labels.shape}."
+        )
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        raise ValueError(f"`labels` must be class indices in [0, {num_classes}).")
+    dtype = jnp.result_type(float)
+    points = noise * jax.random.normal(key, (m, dim), dtype)
+    logits = label_scale * jax.nn.one_hot(labels, num_classes, dtype=dtype)
+    return {"points": points, "label_logits": logits}
+
+
+def _check_data(points, labels, name):
+    points, labels = jnp.asarray(points), jnp.asarray(labels)
+    if points.ndim != 2:
+        raise ValueError(f"`{name}` points must have shape (N, d); got {points.shape}.")
+    if not jnp.issubdtype(labels.dtype, jnp.integer) or labels.shape != points.shape[:1]:
+        raise ValueError(
+            f"`{name}` labels must be {points.shape[0]} int class indices; got {labels.dtype} "
+            f"of shape {labels.shape}."
+        )
+    return points, labels
+
+
+def objectives(original_points, original_labels, *, weight_decay=0.0):
+    r"""Distillation objectives ``inner(x, y, batch=None)`` and ``outer(x, y, batch=None)``.
+
+    ``inner`` is :func:`classifier_loss` on the learned images with their soft labels (see
+    the module docstring); ``outer`` the cross-entropy on the original set, or on the rows
+    ``batch`` (int indices) of it: the ``sample`` of a minibatched run passes them.
+
+    Args:
+      original_points: ``(N, d)`` float original images.
+      original_labels: ``(N,)`` int labels.
+      weight_decay: L2 penalty of the inner problem (0: the overparameterized one).
+
+    Returns:
+      ``(inner, outer)``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> inner, outer = objectives(jnp.ones((3, 4)), jnp.array([0, 1, 2]))
+      >>> x = {"points": jnp.ones((1, 4)), "label_logits": jnp.zeros((1, 10))}
+      >>> y = init_classifier(4)
+      >>> [round(float(v), 4) for v in (inner(x, y), outer(x, y), jnp.log(10.0))]
+      [2.3026, 2.3026, 2.3026]
+    """
+    points, labels = _check_data(original_points, original_labels, "original")
+
+    def inner(x, y, batch=None):
+        del batch  # the learned data are the whole inner data set
+        pts, targets = distill.learned_data(x)
+        return classifier_loss(y, pts, targets, weight_decay=weight_decay)
+
+    def outer(x, y, batch=None):
+        del x  # the original data enter only through the classifier
+        if batch is None:
+            return distill.cross_entropy(classify(y, points), labels)
+        return distill.cross_entropy(classify(y, points[batch]), labels[batch])
+
+    return inner, outer
+
+
+def _minibatch_sample(n, batch_size):
+    batch_size = _checks.check_int(batch_size, "batch_size", lowest=1)
+    if batch_size > n:
+        raise ValueError(f"`batch_size` ({batch_size}) must not exceed the data set size ({n}).")
+
+    def sample(key, step):
+        del step
+        return None, jax.random.choice(key, n, (batch_size,), replace=False)
+
+    return sample
+
+
+def _outer_opt(outer_lr, box):
+    opt = optax.adam(outer_lr)
+    return opt if box is None else optax.chain(opt, distill.keep_in_box(*box))
+
+
+def _slim(trace):
+    # The learned images stacked over T steps are T m d floats: keep the soft-label logits
+    # (paper Fig. 9b) and drop the images, which jit then never materialises.
+    trace = dict(trace)
+    trace["label_logits"] = trace.pop("x")["label_logits"]
+    return trace
+
+
+_RUN_ARGS = r"""
+    Args:
+      key: PRNG key: the learned images' initialization (and the minibatches).
+      original: ``(points (N, d), labels (N,))``, the original set of the outer objective.
+      num_learned: m, learned images in total (see :func:`init_learned` for the rule).
+      outer_steps: T (static int).
+      inner_lr: inner SGD step size alpha.
+      outer_lr: outer Adam step size.
+      batch_size: outer minibatch of the original set per step (``None``: all of it).
+      weight_decay: L2 penalty of the inner problem.
+      box: optional ``(low, high)``: keep the learned pixels in this box
+        (``bilevel_lib.tasks.distill.keep_in_box``).
+      init: keyword arguments of :func:`init_learned` (``noise``, ``label_scale``,
+        ``labels``).
+"""
+
+
+def warm_start_run(key, original, *, num_learned, outer_steps, inner_lr, outer_lr,
+                   inner_steps=1, batch_size=None, weight_decay=0.0, box=None, init=None):
+    return _distill_run(key, original, num_learned=num_learned, outer_steps=outer_steps,
+                        inner_lr=inner_lr, outer_lr=outer_lr, inner_steps=inner_steps,
+                        batch_size=batch_size, weight_decay=weight_decay, box=box, init=init,
+                        warm=True)
+
+
+warm_start_run.__doc__ = r"""Alternating warm-start distillation (the paper's "warm-start").
+
+    :func:`bilevel_lib.blo.warm_start` from the zero classifier: ``inner_steps`` SGD steps on
+    the learned data, then one Adam step on ``x`` along the hypergradient of one unrolled
+    step (``bilevel_lib.hypergrad.unroll``, ``steps=1``), ``y`` carried over:
+
+    .. math:: y_{t+1} = y_t - \alpha\nabla_y f(x_t, y_t),\qquad
+              x_{t+1} = x_t - \beta\,\mathrm{Adam}\Big(\tfrac{d}{dx}F\big(x, y_{t+1}(x)\big)\Big)
+    """ + _RUN_ARGS + r"""
+      inner_steps: inner steps per outer step (1: alternating).
+
+    Returns:
+      ``(x, y, trace)``: the final learned data, the classifier (which has seen every past
+      ``x``: evaluate it with :func:`evaluate`), and ``trace`` of ``blo.warm_start`` with
+      ``"label_logits"`` ``(T, m, C)`` in place of ``"x"``. Jit it (``functools.partial``
+      the keywords); ``jax.vmap`` it over keys.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> pts = jnp.array([[1.0, 0.0], [0.0, 1.0]] * 5)
+      >>> lab = jnp.array([0, 1] * 5)
+      >>> x, y, tr = warm_start_run(jax.random.PRNGKey(0), (pts, lab), num_learned=2,
+      ...     outer_steps=200, inner_lr=0.5, outer_lr=0.05)
+      >>> float(accuracy(y, pts, lab)), tr["label_logits"].shape
+      (1.0, (200, 2, 10))
+    """
+
+
+def cold_start_run(key, original, *, num_learned, outer_steps, inner_steps, inner_lr,
+                   outer_lr, batch_size=None, weight_decay=0.0, box=None, init=None):
+    return _distill_run(key, original, num_learned=num_learned, outer_steps=outer_steps,
+                        inner_lr=inner_lr, outer_lr=outer_lr, inner_steps=inner_steps,
+                        batch_size=batch_size, weight_decay=weight_decay, box=box, init=init,
+                        warm=False)
+
+
+cold_start_run.__doc__ = r"""Cold-start distillation: re-train from zero at every outer step.
+
+    ``y_t = Phi_K(0, x_t)`` (``inner_steps = K`` SGD steps from the zero classifier) and an
+    Adam step on ``x`` along the exact gradient of ``x -> F(x, Phi_K(0, x))``:
+    :func:`bilevel_lib.blo.cold_start_unrolled` (full batch), or
+    :func:`bilevel_lib.blo.cold_start` with ``distill.full_unroll`` and minibatches.
+    """ + _RUN_ARGS + r"""
+      inner_steps: K, the re-training length (static int).
+
+    Returns:
+      ``(x, y, trace)``: the final learned data, the classifier re-trained on them (from
+      zero), and the trace (``"label_logits"`` ``(T, m, C)`` in place of ``"x"``).
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> pts = jnp.array([[1.0, 0.0], [0.0, 1.0]] * 5)
+      >>> lab = jnp.array([0, 1] * 5)
+      >>> x, y, tr = cold_start_run(jax.random.PRNGKey(0), (pts, lab), num_learned=2,
+      ...     outer_steps=50, inner_steps=20, inner_lr=0.5, outer_lr=0.05)
+      >>> float(accuracy(y, pts, lab)), tr["outer_loss"].shape
+      (1.0, (50,))
+    """
+
+
+def _distill_run(key, original, *, num_learned, outer_steps, inner_lr, outer_lr, inner_steps,
+                 batch_size, weight_decay, box, init, warm):
+    points, labels = _check_data(*original, "original")
+    m = _check_num_learned(num_learned, NUM_CLASSES)
+    if m > points.shape[0]:
+        raise ValueError(
+            f"`num_learned` ({m}) exceeds the original set ({points.shape[0]} images): that is "
+            "anti-distillation, not distillation."
+        )
+    init_key, batch_key = jax.random.split(key)
+    x0 = init_learned(init_key, m, points.shape[1], **(init or {}))
+    y0 = init_classifier(points.shape[1], NUM_CLASSES)
+    inner, outer = objectives(points, labels, weight_decay=weight_decay)
+    sample = None if batch_size is None else _minibatch_sample(points.shape[0], batch_size)
+    common = dict(outer_opt=_outer_opt(outer_lr, box), inner_opt=optax.sgd(inner_lr),
+                  outer_steps=outer_steps, inner_steps=inner_steps)
+    if sample is not None:
+        common.update(key=batch_key, sample=sample)
+    if warm:
+        hg = functools.partial(hypergrad.unroll, steps=1, lr=inner_lr)
+        x, y, trace = blo.warm_start(inner, outer, x0, y0, hypergrad=hg, **common)
+    elif sample is None:
+        x, y, trace = blo.cold_start_unrolled(inner, outer, x0, y0, **common)
+    else:
+        hg = distill.full_unroll(y0, steps=inner_steps, lr=inner_lr)
+        x, _, trace = blo.cold_start(inner, outer, x0, y0, hypergrad=hg, **common)
+        y = blo.inner_gd(inner, x, y0, lr=inner_lr, steps=inner_steps)
+    return x, y, _slim(trace)
+
+
+def retrain(x, *, steps, lr, weight_decay=0.0, y0=None):
+    r"""Train a fresh linear classifier on the learned data ``x`` alone (SGD from ``y0``).
+
+    The paper's "re-training": :func:`bilevel_lib.blo.minimize` of ``f(x, .)`` (the inner
+    objective of :func:`objectives`) from ``y0`` (default: zero).
+
+    Args:
+      x: ``{"points": (m, d), "label_logits": (m, C)}``.
+      steps: SGD steps (static int).
+      lr: step size.
+      weight_decay: L2 penalty lambda (> 0 makes the problem strongly convex).
+      y0: starting classifier (default zeros).
+
+    Returns:
+      ``(y, losses)``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> x = {"points": jnp.eye(2), "label_logits": jnp.array([[5.0, 0.0], [0.0, 5.0]])}
+      >>> y, losses = retrain(x, steps=100, lr=1.0)
+      >>> float(accuracy(y, jnp.eye(2), jnp.array([0, 1]))), bool(losses[-1] < losses[0])
+      (1.0, True)
+    """
+    pts, targets = distill.learned_data(x)
+    if y0 is None:
+        y0 = init_classifier(pts.shape[1], targets.shape[1], dtype=pts.dtype)
+    return blo.minimize(
+        lambda y: classifier_loss(y, pts, targets, weight_decay=weight_decay), y0,
+        steps=steps, optimizer=optax.sgd(lr))
+
+
+def retrain_accuracy(x, eval_sets, *, steps, lr, weight_decay=0.0):
+    """Accuracy on each of ``eval_sets`` of the classifier :func:`retrain` fits to ``x``.
+
+    "Warm-start + re-training" of Table 3 when ``x`` is a warm-start run's learned data.
+    Jittable and vmappable over ``x``.
+
+    Returns:
+      ``{name: accuracy}`` for ``eval_sets = {name: (points, labels)}``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> x = {"points": jnp.eye(2), "label_logits": jnp.array([[5.0, 0.0], [0.0, 5.0]])}
+      >>> acc = retrain_accuracy(x, {"train": (jnp.eye(2), jnp.array([0, 1]))}, steps=50, lr=1.0)
+      >>> float(acc["train"])
+      1.0
+    """
+    y, _ = retrain(x, steps=steps, lr=lr, weight_decay=weight_decay)
+    return evaluate(y, eval_sets)
+
+
+# ---------------------------------------------------------------------------------------------
+# The data-augmentation net
+# ---------------------------------------------------------------------------------------------
+
+
+def init_augmentation(dim, *, noise_dim=8, dtype=None):
+    r"""The identity augmentation ``theta = {"A": 0 (d, d), "B": 0 (d, k), "c": 0 (d,)}``.
+
+    Example:
+      >>> theta = init_augmentation(784, noise_dim=8)
+      >>> sum(v.size for v in theta.values())
+      621712
+    """
+    dim = _checks.check_int(dim, "dim", lowest=1)
+    noise_dim = _checks.check_int(noise_dim, "noise_dim", lowest=1)
+    dtype = dtype or jnp.result_type(float)
+    return {"A": jnp.zeros((dim, dim), dtype), "B": jnp.zeros((dim, noise_dim), dtype),
+            "c": jnp.zeros((dim,), dtype)}
+
+
+def augment(theta, points, noise):
+    r"""The linear augmentation net ``aug(u, eps) = u + A u + B eps + c``, row by row.
+
+    A residual linear map of the image plus a learned linear function of Gaussian noise
+    ``eps`` (fresh at each step), so ``theta = 0`` is the identity and ``B`` sets the
+    (learned, image-space) covariance ``B B^T`` of the random augmentation.
+
+    Args:
+      theta: ``{"A": (d, d), "B": (d, k), "c": (d,)}``.
+      points: ``(n, d)``.
+      noise: ``(n, k)``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> theta = {"A": jnp.eye(2), "B": jnp.ones((2, 1)), "c": jnp.zeros(2)}
+      >>> augment(theta, jnp.array([[1.0, 2.0]]), jnp.array([[0.5]])).tolist()
+      [[2.5, 4.5]]
+    """
+    return points + points @ theta["A"].T + noise @ theta["B"].T + theta["c"]
+
+
+def augmentation_objectives(train, validation, *, weight_decay=0.0):
+    r"""``inner(theta, y, noise)`` on the augmented training set, ``outer`` on validation.
+
+    .. math::
+
+        f(\theta, y) = \mathrm{CE}\big(\mathrm{aug}_\theta(U, \varepsilon) W + b, t\big)
+                       + \tfrac{\lambda}{2}\lVert W\rVert^2,\qquad
+        F(\theta, y) = \mathrm{CE}(V W + b, s)
+
+    ``outer(theta, y, batch=None)`` takes optional int indices of the validation rows.
+
+    Args:
+      train: ``(points (n, d), labels (n,))`` (the paper uses 50 training images).
+      validation: ``(points, labels)`` (the paper: "full validation set").
+      weight_decay: inner L2 penalty.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> inner, outer = augmentation_objectives((jnp.ones((2, 3)), jnp.array([0, 1])),
+      ...                                        (jnp.ones((1, 3)), jnp.array([2])))
+      >>> theta, y = init_augmentation(3, noise_dim=1), init_classifier(3)
+      >>> round(float(inner(theta, y, jnp.zeros((2, 1)))), 4)     # log 10
+      2.3026
+    """
+    train_pts, train_lab = _check_data(*train, "train")
+    val_pts, val_lab = _check_data(*validation, "validation")
+    if train_pts.shape[1] != val_pts.shape[1]:
+        raise ValueError(
+            f"`train` and `validation` images differ in size: {train_pts.shape[1]} vs "
+            f"{val_pts.shape[1]}."
+        )
+
+    def inner(theta, y, noise):
+        return classifier_loss(y, augment(theta, train_pts, noise), train_lab,
+                               weight_decay=weight_decay)
+
+    def outer(theta, y, batch=None):
+        del theta  # the validation images are not augmented
+        if batch is None:
+            return distill.cross_entropy(classify(y, val_pts), val_lab)
+        return distill.cross_entropy(classify(y, val_pts[batch]), val_lab[batch])
+
+    return inner, outer
+
+
+def augmentation_sample(n_train, noise_dim, *, n_val=None, batch_size=None):
+    """``sample(key, step) -> (noise (n_train, k), validation rows or None)`` for ``blo``.
+
+    Fresh standard-normal noise for every training image at every outer step (drawn from
+    ``key``, which ``blo`` folds with the step), and a minibatch of ``batch_size`` validation
+    indices out of ``n_val`` (``None``: the full validation set).
+
+    Example:
+      >>> import jax
+      >>> s = augmentation_sample(50, 8)
+      >>> noise, rows = s(jax.random.PRNGKey(0), 0)
+      >>> noise.shape, rows is None
+      ((50, 8), True)
+    """
+    n_train = _checks.check_int(n_train, "n_train", lowest=1)
+    noise_dim = _checks.check_int(noise_dim, "noise_dim", lowest=1)
+    rows = None if batch_size is None else _minibatch_sample(n_val, batch_size)
+
+    def sample(key, step):
+        noise_key, rows_key = jax.random.split(key)
+        noise = jax.random.normal(noise_key, (n_train, noise_dim), jnp.result_type(float))
+        return noise, (None if rows is None else rows(rows_key, step)[1])
+
+    return sample
+
+
+def augmentation_run(key, train, validation, *, method="warm", outer_steps, inner_lr,
+                     outer_lr, inner_steps=1, noise_dim=8, batch_size=None, weight_decay=0.0):
+    r"""Tune the linear augmentation net on the validation set (Table 3, right).
+
+    ``method="warm"``: :func:`bilevel_lib.blo.warm_start` with a one-step unrolled
+    hypergradient (alternating steps, the classifier carried over); ``"cold"``:
+    :func:`bilevel_lib.blo.cold_start` re-training the classifier from zero for
+    ``inner_steps`` steps each outer step with ``distill.full_unroll``. Both draw the
+    augmentation noise of each step with ``key`` and :func:`augmentation_sample`.
+
+    Args:
+      key: PRNG key of the noise (and of the validation minibatches).
+      train, validation: ``(points, labels)`` pairs.
+      method: ``"warm"`` or ``"cold"``.
+      outer_steps: T; inner_steps: inner SGD steps per outer step (static ints).
+      inner_lr, outer_lr: inner SGD and outer Adam step sizes.
+      noise_dim: k; batch_size: validation rows per step (``None``: all).
+      weight_decay: inner L2 penalty.
+
+    Returns:
+      ``(theta, y, trace)`` of ``blo`` (``trace`` without the stacked ``theta``); ``y`` is
+      the carried-over classifier (warm) or the last step's re-trained one (cold).
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> pts = jnp.array([[1.0, 0.0], [0.0, 1.0]]); lab = jnp.array([0, 1])
+      >>> th, y, tr = augmentation_run(jax.random.PRNGKey(0), (pts, lab), (pts, lab),
+      ...     outer_steps=100, inner_lr=0.5, outer_lr=0.01, noise_dim=2)
+      >>> float(accuracy(y, pts, lab)), tr["outer_loss"].shape
+      (1.0, (100,))
+    """
+    if method not in ("warm", "cold"):
+        raise ValueError(f"`method` must be 'warm' or 'cold'; got {method!r}.")
+    inner, outer = augmentation_objectives(train, validation, weight_decay=weight_decay)
+    train_pts = jnp.asarray(train[0])
+    n_val = jnp.shape(validation[0])[0]
+    theta0 = init_augmentation(train_pts.shape[1], noise_dim=noise_dim)
+    y0 = init_classifier(train_pts.shape[1], NUM_CLASSES)
+    sample = augmentation_sample(train_pts.shape[0], noise_dim, n_val=n_val,
+                                 batch_size=batch_size)
+    common = dict(outer_opt=optax.adam(outer_lr), inner_opt=optax.sgd(inner_lr),
+                  outer_steps=outer_steps, inner_steps=inner_steps, key=key, sample=sample)
+    if method == "warm":
+        hg = functools.partial(hypergrad.unroll, steps=1, lr=inner_lr)
+        theta, y, trace = blo.warm_start(inner, outer, theta0, y0, hypergrad=hg, **common)
+    else:
+        hg = distill.full_unroll(y0, steps=inner_steps, lr=inner_lr)
+        theta, y, trace = blo.cold_start(inner, outer, theta0, y0, hypergrad=hg, **common)
+    trace = {k: v for k, v in trace.items() if k != "x"}
+    return theta, y, trace
+
+
+def augmentation_retrain_accuracy(theta, key, train, eval_sets, *, draws, steps, lr,
+                                  weight_decay=0.0):
+    r"""Re-train a fresh classifier on ``draws`` augmented copies of the training set.
+
+    The augmented set ``{aug_theta(u_i, eps_{ir})}``, ``r = 1..draws`` (noise from ``key``),
+    with the original labels, fitted by SGD from zero (:func:`bilevel_lib.blo.minimize`):
+    "warm-start + re-training" for the augmentation net.
+
+    Returns:
+      ``{name: accuracy}`` on ``eval_sets``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> pts = jnp.array([[1.0, 0.0], [0.0, 1.0]]); lab = jnp.array([0, 1])
+      >>> acc = augmentation_retrain_accuracy(init_augmentation(2, noise_dim=1),
+      ...     jax.random.PRNGKey(0), (pts, lab), {"val": (pts, lab)}, draws=2, steps=50, lr=1.0)
+      >>> float(acc["val"])
+      1.0
+    """
+    pts, lab = _check_data(*train, "train")
+    draws = _checks.check_int(draws, "draws", lowest=1)
+    noise = jax.random.normal(key, (draws * pts.shape[0], theta["B"].shape[1]), pts.dtype)
+    aug_pts = augment(theta, jnp.tile(pts, (draws, 1)), noise)
+    aug_lab = jnp.tile(lab, draws)
+    y0 = init_classifier(pts.shape[1], NUM_CLASSES, dtype=pts.dtype)
+    y, _ = blo.minimize(
+        lambda y: classifier_loss(y, aug_pts, aug_lab, weight_decay=weight_decay), y0,
+        steps=steps, optimizer=optax.sgd(lr))
+    return evaluate(y, eval_sets)
+
+
+# ---------------------------------------------------------------------------------------------
+# Sweeps sharded over devices
+# ---------------------------------------------------------------------------------------------
+
+
+def sharded_vmap(run, keys, *, devices=None):
+    r"""``jax.vmap(run)(keys)`` with the leading (seed) axis sharded over devices.
+
+    A 1-D :class:`jax.sharding.Mesh` over ``devices`` (default: ``jax.devices()``, every
+    visible device) with axis ``"seeds"``; ``keys`` are placed with
+    ``NamedSharding(mesh, PartitionSpec("seeds"))`` and the jitted ``vmap`` keeps every output
+    sharded the same way, so each device runs its share of the seeds and nothing is gathered.
+    A batch that does not divide evenly is padded with copies of its last entry, and the
+    padding is cut from the outputs. The result equals the single-device ``vmap`` up to
+    float rounding.
+
+    Args:
+      run: ``run(key) -> pytree of arrays``, e.g. ``functools.partial(warm_start_run,
+        original=..., ...)``, with static settings bound.
+      keys: a batch of PRNG keys (``(n, 2)`` uint32 or typed ``(n,)``), or any array whose
+        leading axis is the sweep.
+      devices: optional list of devices.
+
+    Returns:
+      ``run``'s outputs, each with a leading axis of ``len(keys)`` sharded over the devices.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> out = sharded_vmap(lambda k: jax.random.normal(k, (3,)), jax.random.split(
+      ...     jax.random.PRNGKey(0), 4))
+      >>> out.shape, bool(jnp.allclose(out, jax.vmap(lambda k: jax.random.normal(k, (3,)))(
+      ...     jax.random.split(jax.random.PRNGKey(0), 4))))
+      ((4, 3), True)
+    """
+    _checks.check_callable(run, "run")
+    devices = list(jax.devices() if devices is None else devices)
+    if not devices:
+        raise ValueError("`devices` is empty.")
+    n = jnp.shape(keys)[0] if jnp.ndim(keys) else 0
+    if n < 1:
+        raise ValueError(f"`keys` needs a leading batch axis of length >= 1; got {keys!r}.")
+    pad = -n % len(devices)
+    if pad:
+        keys = jnp.concatenate([keys, jnp.repeat(keys[-1:], pad, axis=0)])
+    mesh = Mesh(np.array(devices), ("seeds",))
+    sharding = NamedSharding(mesh, PartitionSpec("seeds"))
+    keys = jax.device_put(keys, sharding)
+    out = jax.jit(jax.vmap(run), out_shardings=sharding)(keys)
+    if pad:
+        out = jax.tree_util.tree_map(lambda a: a[:n], out)
+    return out
