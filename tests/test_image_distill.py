@@ -1,0 +1,302 @@
+"""Tests of bilevel_lib.tasks.image_distill against known answers.
+
+Known answers used here: the softmax cross-entropy and its gradient written in NumPy and
+checked by central finite differences (float64); the first-order optimality condition of a
+strongly convex (L2-regularised) re-training; soft labels computed by hand; the identity
+augmentation (theta = 0) giving the plain classifier loss; the cold-start identity
+``y = Phi_K(0, x)``; and the single-device ``vmap`` as the answer of the sharded sweep (in a
+subprocess with 8 host devices). Data are a few dozen random 4x4 "images"; one optional test
+reads MNIST and skips when it is not installed.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from bilevel_lib import blo
+from bilevel_lib.tasks import datasets, distill
+from bilevel_lib.tasks import image_distill as idl
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny_images(n=40, d=16, seed=0, dtype=np.float32):
+    """``n`` 4x4 "images" in [0, 1] with labels ``i mod 10``: a class prototype plus noise.
+
+    The prototypes are the same for every ``seed`` (so a classifier fitted on one seed's
+    images generalises to another's); the noise is the seed's.
+    """
+    prototypes = np.random.default_rng(12345).uniform(size=(10, d))
+    labels = np.arange(n) % 10
+    noise = 0.1 * np.random.default_rng(seed).standard_normal((n, d))
+    images = np.clip(prototypes[labels] + noise, 0.0, 1.0)
+    return jnp.asarray(images, dtype), jnp.asarray(labels)
+
+
+def np_cross_entropy(logits, targets):
+    z = logits - logits.max(axis=1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    return -np.mean(np.sum(targets * logp, axis=1))
+
+
+# ----- the classifier --------------------------------------------------------------------------
+
+
+def test_classifier_loss_and_gradient_match_numpy_and_finite_differences(x64):
+    rng = np.random.default_rng(1)
+    pts = rng.standard_normal((6, 16))
+    targets = rng.dirichlet(np.ones(10), size=6)
+    y = {"W": jnp.asarray(rng.standard_normal((16, 10))),
+         "b": jnp.asarray(rng.standard_normal(10))}
+    wd = 0.3
+    loss = functools.partial(idl.classifier_loss, points=jnp.asarray(pts),
+                             targets=jnp.asarray(targets), weight_decay=wd)
+    by_hand = (np_cross_entropy(pts @ np.asarray(y["W"]) + np.asarray(y["b"]), targets)
+               + 0.5 * wd * np.sum(np.asarray(y["W"]) ** 2))
+    np.testing.assert_allclose(float(loss(y)), by_hand, rtol=1e-12)
+    grad = jax.grad(loss)(y)
+    h = 1e-6
+    for _ in range(4):
+        direction = {"W": jnp.asarray(rng.standard_normal((16, 10))),
+                     "b": jnp.asarray(rng.standard_normal(10))}
+        plus = jax.tree_util.tree_map(lambda a, v: a + h * v, y, direction)
+        minus = jax.tree_util.tree_map(lambda a, v: a - h * v, y, direction)
+        fd = (float(loss(plus)) - float(loss(minus))) / (2 * h)
+        ad = sum(float(jnp.sum(grad[k] * direction[k])) for k in ("W", "b"))
+        assert abs(fd - ad) < 1e-7 * max(1.0, abs(ad))
+    # the closed-form gradient: W-gradient U^T (softmax(Z) - P) / n + wd W
+    z = pts @ np.asarray(y["W"]) + np.asarray(y["b"])
+    p = np.exp(z - z.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    np.testing.assert_allclose(np.asarray(grad["W"]),
+                               pts.T @ (p - targets) / 6 + wd * np.asarray(y["W"]), rtol=1e-10)
+    np.testing.assert_allclose(np.asarray(grad["b"]), (p - targets).mean(0), atol=1e-12)
+
+
+def test_retrain_reaches_the_strongly_convex_optimum(x64):
+    # 20 separable points, L2 penalty 0.1: a unique minimiser, where the gradient vanishes.
+    pts, lab = tiny_images(20, seed=2, dtype=np.float64)
+    x = {"points": pts, "label_logits": 4.0 * jax.nn.one_hot(lab, 10, dtype=jnp.float64)}
+    wd = 0.1
+    y, losses = jax.jit(functools.partial(idl.retrain, steps=3000, lr=0.5,
+                                          weight_decay=wd))(x)
+    pts_, targets = distill.learned_data(x)
+    grad = jax.grad(idl.classifier_loss)(y, pts_, targets, weight_decay=wd)
+    norm = float(jnp.sqrt(sum(jnp.sum(g ** 2) for g in jax.tree_util.tree_leaves(grad))))
+    assert norm < 1e-8
+    assert bool(jnp.all(jnp.diff(losses) <= 1e-12))       # gradient descent, small step
+    assert float(idl.accuracy(y, pts, lab)) == 1.0
+    acc = idl.retrain_accuracy(x, {"train": (pts, lab)}, steps=3000, lr=0.5, weight_decay=wd)
+    assert float(acc["train"]) == 1.0
+
+
+# ----- learned data and objectives ------------------------------------------------------------
+
+
+def test_learned_init_soft_labels_by_hand():
+    x = idl.init_learned(jax.random.PRNGKey(0), 10, 16, label_scale=2.0, noise=0.1)
+    assert x["points"].shape == (10, 16) and x["label_logits"].shape == (10, 10)
+    soft = np.asarray(distill.soft_labels(x["label_logits"]))
+    np.testing.assert_allclose(soft.sum(axis=1), 1.0, rtol=1e-6)
+    hot, cold = np.e**2 / (np.e**2 + 9), 1 / (np.e**2 + 9)
+    np.testing.assert_allclose(soft, np.where(np.eye(10) > 0, hot, cold), rtol=1e-6)
+    one = idl.init_learned(jax.random.PRNGKey(0), 1, 784)
+    assert one["points"].size + one["label_logits"].size == 794     # the paper's count
+    # the inner objective is the cross-entropy against these soft labels
+    y = {"W": jnp.asarray(np.random.default_rng(0).standard_normal((16, 10)), jnp.float32),
+         "b": jnp.zeros(10)}
+    inner, _ = idl.objectives(*tiny_images())
+    by_hand = np_cross_entropy(np.asarray(x["points"]) @ np.asarray(y["W"]), soft)
+    np.testing.assert_allclose(float(inner(x, y)), by_hand, rtol=1e-5)
+
+
+def test_outer_objective_full_and_minibatch():
+    pts, lab = tiny_images()
+    _, outer = idl.objectives(pts, lab)
+    y = {"W": jnp.asarray(np.random.default_rng(3).standard_normal((16, 10)), jnp.float32),
+         "b": jnp.zeros(10)}
+    onehot = np.eye(10)[np.asarray(lab)]
+    z = np.asarray(pts) @ np.asarray(y["W"])
+    np.testing.assert_allclose(float(outer(None, y)), np_cross_entropy(z, onehot), rtol=1e-5)
+    rows = jnp.array([3, 7, 11])
+    np.testing.assert_allclose(float(outer(None, y, rows)),
+                               np_cross_entropy(z[[3, 7, 11]], onehot[[3, 7, 11]]), rtol=1e-5)
+
+
+def test_cold_start_run_returns_the_retrained_classifier():
+    pts, lab = tiny_images()
+    kw = dict(num_learned=10, outer_steps=15, inner_steps=10, inner_lr=0.5, outer_lr=0.02)
+    for batch_size in (None, 8):
+        x, y, trace = jax.jit(functools.partial(idl.cold_start_run, original=(pts, lab),
+                                                batch_size=batch_size, **kw))(
+            jax.random.PRNGKey(0))
+        inner, _ = idl.objectives(pts, lab)
+        y_k = blo.inner_gd(inner, x, idl.init_classifier(16), lr=0.5, steps=10)
+        for k in ("W", "b"):
+            np.testing.assert_allclose(np.asarray(y[k]), np.asarray(y_k[k]), atol=1e-6)
+        assert trace["label_logits"].shape == (15, 10, 10) and "x" not in trace
+        assert float(trace["outer_loss"][-1]) < float(trace["outer_loss"][0])
+
+
+def test_warm_start_run_fits_the_original_set():
+    pts, lab = tiny_images()
+    x, y, trace = jax.jit(functools.partial(
+        idl.warm_start_run, original=(pts, lab), num_learned=10, outer_steps=300,
+        inner_lr=0.5, outer_lr=0.05, batch_size=20))(jax.random.PRNGKey(1))
+    assert trace["outer_loss"].shape == (300,)
+    assert float(trace["outer_loss"][-1]) < 0.5 * float(trace["outer_loss"][0])
+    # the logits recorded at step 0 are the initial one-hot ones
+    np.testing.assert_allclose(np.asarray(trace["label_logits"][0]), np.eye(10), atol=1e-6)
+    assert float(idl.evaluate(y, {"o": (pts, lab)})["o"]) > 0.5
+
+
+# ----- the augmentation net ---------------------------------------------------------------------
+
+
+def test_identity_augmentation_gives_the_plain_classifier_loss():
+    train, val = tiny_images(20, seed=4), tiny_images(30, seed=5)
+    inner, outer = idl.augmentation_objectives(train, val, weight_decay=0.01)
+    theta = idl.init_augmentation(16, noise_dim=3)
+    y = {"W": jnp.asarray(np.random.default_rng(6).standard_normal((16, 10)), jnp.float32),
+         "b": jnp.ones(10)}
+    noise = jax.random.normal(jax.random.PRNGKey(0), (20, 3))
+    np.testing.assert_allclose(float(inner(theta, y, noise)),
+                               float(idl.classifier_loss(y, *train, weight_decay=0.01)),
+                               rtol=1e-6)
+    np.testing.assert_allclose(float(outer(theta, y)),
+                               float(idl.classifier_loss(y, *val)), rtol=1e-6)
+    # a known map: A = -I cancels the image, leaving B eps + c
+    rng = np.random.default_rng(7)
+    b, c = rng.standard_normal((16, 3)), rng.standard_normal(16)
+    theta = {"A": -jnp.eye(16), "B": jnp.asarray(b, jnp.float32), "c": jnp.asarray(c, jnp.float32)}
+    np.testing.assert_allclose(np.asarray(idl.augment(theta, train[0], noise)),
+                               np.asarray(noise) @ b.T + c, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["warm", "cold"])
+def test_augmentation_run_lowers_the_validation_loss(method):
+    train, val = tiny_images(20, seed=4), tiny_images(30, seed=5)
+    theta, y, trace = jax.jit(functools.partial(
+        idl.augmentation_run, train=train, validation=val, method=method, outer_steps=40,
+        inner_steps=1 if method == "warm" else 10, inner_lr=0.5, outer_lr=0.01, noise_dim=3,
+        batch_size=10))(jax.random.PRNGKey(0))
+    assert set(theta) == {"A", "B", "c"} and "x" not in trace
+    assert float(jnp.abs(theta["B"]).max()) > 0            # the noise map was learned
+    assert float(trace["outer_loss"][-1]) < float(trace["outer_loss"][0])
+    acc = idl.augmentation_retrain_accuracy(theta, jax.random.PRNGKey(1), train,
+                                            {"val": val}, draws=2, steps=50, lr=0.5)
+    assert 0.0 <= float(acc["val"]) <= 1.0
+
+
+# ----- bad input -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs, err, match",
+    [
+        ({"name": "svhn"}, ValueError, "must be one of"),
+        ({"name": "mnist", "n_original": 55_000}, ValueError, "must not exceed"),
+        ({"name": "cifar10", "n_val": 45_000}, ValueError, "must not exceed"),
+        ({"name": "mnist", "n_original": 0}, ValueError, "n_original"),
+        ({"name": "mnist", "n_val": 2.5}, TypeError, "n_val"),
+    ],
+)
+def test_prepare_rejects_bad_input(kwargs, err, match):
+    with pytest.raises(err, match=match):
+        idl.prepare(**kwargs)
+
+
+def test_learned_images_rule_and_label_errors():
+    key = jax.random.PRNGKey(0)
+    with pytest.raises(ValueError, match="too many learned images for the classes"):
+        idl.init_learned(key, 15, 16)
+    assert idl.init_learned(key, 20, 16)["points"].shape == (20, 16)   # 2 per class
+    with pytest.raises(ValueError, match="too many learned images"):
+        idl.init_learned(key, 3, 16, num_classes=2)
+    with pytest.raises(ValueError, match="one per learned image"):
+        idl.init_learned(key, 2, 16, labels=[0, 1, 2])
+    with pytest.raises(ValueError, match="class indices in"):
+        idl.init_learned(key, 2, 16, labels=[0, 10])
+    with pytest.raises(ValueError, match="anti-distillation"):
+        idl.warm_start_run(key, tiny_images(5), num_learned=10, outer_steps=1, inner_lr=0.1,
+                           outer_lr=0.1)
+    with pytest.raises(ValueError, match="int class indices"):
+        idl.objectives(jnp.ones((3, 4)), jnp.ones(3))
+    with pytest.raises(ValueError, match="batch_size"):
+        idl.cold_start_run(key, tiny_images(), num_learned=1, outer_steps=1, inner_steps=1,
+                           inner_lr=0.1, outer_lr=0.1, batch_size=100)
+    with pytest.raises(ValueError, match="method"):
+        idl.augmentation_run(key, tiny_images(), tiny_images(), method="lukewarm",
+                             outer_steps=1, inner_lr=0.1, outer_lr=0.1)
+    with pytest.raises(ValueError, match="differ in size"):
+        idl.augmentation_objectives(tiny_images(d=16), tiny_images(d=9))
+    with pytest.raises(ValueError, match="leading batch axis"):
+        idl.sharded_vmap(lambda k: k, jnp.zeros(()))
+
+
+# ----- sharding over devices -------------------------------------------------------------------
+
+_SHARDED = textwrap.dedent("""
+    import functools, jax, jax.numpy as jnp, numpy as np
+    from bilevel_lib.tasks import image_distill as idl
+    assert len(jax.devices()) == 8, jax.devices()
+    rng = np.random.default_rng(0)
+    pts = jnp.asarray(rng.uniform(size=(40, 16)), jnp.float32)
+    lab = jnp.asarray(np.arange(40) % 10)
+    run = functools.partial(idl.warm_start_run, original=(pts, lab), num_learned=10,
+                            outer_steps=20, inner_lr=0.5, outer_lr=0.01, batch_size=10)
+    keys = jax.random.split(jax.random.PRNGKey(0), 8)
+    ref = jax.jit(jax.vmap(run))(keys)
+    assert len(ref[1]["W"].sharding.device_set) == 1
+    out = idl.sharded_vmap(run, keys)
+    for a, b in zip(jax.tree_util.tree_leaves(out), jax.tree_util.tree_leaves(ref)):
+        assert a.shape == b.shape and a.shape[0] == 8
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-5, atol=2e-6)
+        assert len(a.sharding.device_set) == 8
+        assert len({s.device for s in a.addressable_shards}) == 8
+        assert a.addressable_shards[0].data.shape[0] == 1     # one seed a device
+    # 6 seeds on 8 devices: padded, then cut back to 6
+    draw = lambda k: jax.random.normal(k, (3,))
+    padded = idl.sharded_vmap(draw, keys[:6])
+    np.testing.assert_array_equal(np.asarray(padded), np.asarray(jax.vmap(draw)(keys[:6])))
+    print("SHARDED-OK")
+""")
+
+
+def test_sharded_sweep_equals_single_device_vmap():
+    env = dict(os.environ, JAX_PLATFORMS="cpu",
+               XLA_FLAGS="--xla_force_host_platform_device_count=8",
+               PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    proc = subprocess.run([sys.executable, "-c", _SHARDED], env=env, capture_output=True,
+                          text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "SHARDED-OK" in proc.stdout
+
+
+# ----- real data (optional) ---------------------------------------------------------------------
+
+
+def test_prepare_mnist_shapes_and_splits():
+    try:
+        splits = idl.prepare("mnist", n_original=100, n_val=50, download=False)
+        images, labels = datasets.load("mnist", "train", download=False)
+    except datasets.DatasetNotFoundError:
+        pytest.skip("MNIST is not installed")
+    (o, ol), (v, vl), (t, tl) = splits["original"], splits["validation"], splits["test"]
+    assert o.shape == (100, 784) and v.shape == (50, 784) and t.shape == (10_000, 784)
+    assert o.dtype == v.dtype == t.dtype == np.float32
+    assert ol.dtype == tl.dtype == np.int32 and tl.shape == (10_000,)
+    assert 0.0 <= o.min() and o.max() <= 1.0
+    np.testing.assert_array_equal(o, datasets.as_float(images[:100]))
+    np.testing.assert_array_equal(v, datasets.as_float(images[-50:]))
+    np.testing.assert_array_equal(vl, labels[-50:])
