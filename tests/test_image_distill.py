@@ -238,10 +238,23 @@ def test_learned_images_rule_and_label_errors():
     with pytest.raises(ValueError, match="method"):
         idl.augmentation_run(key, tiny_images(), tiny_images(), method="lukewarm",
                              outer_steps=1, inner_lr=0.1, outer_lr=0.1)
+    with pytest.raises(ValueError, match="n_val"):
+        idl.augmentation_sample(20, 3, batch_size=5)
     with pytest.raises(ValueError, match="differ in size"):
         idl.augmentation_objectives(tiny_images(d=16), tiny_images(d=9))
     with pytest.raises(ValueError, match="leading batch axis"):
         idl.sharded_vmap(lambda k: k, jnp.zeros(()))
+    with pytest.raises(ValueError, match="leading batch axis"):
+        idl.sharded_vmap(lambda kv: kv, (jnp.zeros((3, 2)), jnp.zeros(4)))
+
+
+def test_sharded_vmap_of_a_pytree_sweep_on_the_visible_devices():
+    keys = jax.random.split(jax.random.PRNGKey(0), 3)
+    scales = jnp.array([1.0, 2.0, 3.0])
+    run = lambda ks: {"draw": ks[1] * jax.random.normal(ks[0], (2,))}
+    out = idl.sharded_vmap(run, (keys, scales))
+    np.testing.assert_allclose(np.asarray(out["draw"]),
+                               np.asarray(jax.vmap(run)((keys, scales))["draw"]), rtol=1e-6)
 
 
 # ----- sharding over devices -------------------------------------------------------------------

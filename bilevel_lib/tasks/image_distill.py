@@ -609,6 +609,8 @@ def augmentation_sample(n_train, noise_dim, *, n_val=None, batch_size=None):
     """
     n_train = _checks.check_int(n_train, "n_train", lowest=1)
     noise_dim = _checks.check_int(noise_dim, "noise_dim", lowest=1)
+    if batch_size is not None and n_val is None:
+        raise ValueError("`n_val` (the validation set size) is required with `batch_size`.")
     rows = None if batch_size is None else _minibatch_sample(n_val, batch_size)
 
     def sample(key, step):
@@ -716,13 +718,15 @@ def sharded_vmap(run, keys, *, devices=None):
     sharded the same way, so each device runs its share of the seeds and nothing is gathered.
     A batch that does not divide evenly is padded with copies of its last entry, and the
     padding is cut from the outputs. The result equals the single-device ``vmap`` up to
-    float rounding.
+    float rounding. Each call traces and compiles ``run`` afresh (time a second call, not the
+    first).
 
     Args:
       run: ``run(key) -> pytree of arrays``, e.g. ``functools.partial(warm_start_run,
         original=..., ...)``, with static settings bound.
-      keys: a batch of PRNG keys (``(n, 2)`` uint32 or typed ``(n,)``), or any array whose
-        leading axis is the sweep.
+      keys: a batch of PRNG keys (``(n, 2)`` uint32 or typed ``(n,)``), or any pytree of
+        arrays sharing a leading sweep axis (e.g. ``(keys, learning_rates)`` for a ``run``
+        of two arguments bundled as one tuple).
       devices: optional list of devices.
 
     Returns:
@@ -740,12 +744,18 @@ def sharded_vmap(run, keys, *, devices=None):
     devices = list(jax.devices() if devices is None else devices)
     if not devices:
         raise ValueError("`devices` is empty.")
-    n = jnp.shape(keys)[0] if jnp.ndim(keys) else 0
-    if n < 1:
-        raise ValueError(f"`keys` needs a leading batch axis of length >= 1; got {keys!r}.")
+    sizes = {jnp.shape(leaf)[0] if jnp.ndim(leaf) else 0
+             for leaf in jax.tree_util.tree_leaves(keys)}
+    if len(sizes) != 1 or min(sizes) < 1:
+        raise ValueError(
+            f"`keys` needs one leading batch axis of length >= 1 on every leaf; got leading "
+            f"sizes {sorted(sizes)}."
+        )
+    n = sizes.pop()
     pad = -n % len(devices)
     if pad:
-        keys = jnp.concatenate([keys, jnp.repeat(keys[-1:], pad, axis=0)])
+        keys = jax.tree_util.tree_map(
+            lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], pad, axis=0)]), keys)
     mesh = Mesh(np.array(devices), ("seeds",))
     sharding = NamedSharding(mesh, PartitionSpec("seeds"))
     keys = jax.device_put(keys, sharding)
