@@ -21,6 +21,13 @@ The paper's Table 3 and Fig. 9 train a **linear softmax classifier** ``y = {"W",
   ``aug(u, eps) = u + A u + B eps + c`` (``eps ~ N(0, I_k)`` drawn afresh at every outer step,
   with ``blo``'s ``key``/``sample``) are tuned so that the classifier trained on the augmented
   50 training images does well on the validation set; ``theta = 0`` is the identity map.
+  The paper does not give the net's exact form; this residual linear map of the image plus a
+  learned linear map of noise is the book's choice.
+
+What Table 3 reports is the accuracy on the outer objective's own data (the original set; the
+validation set for the augmentation net), which warm start's weights have seen through every
+past ``x``; :func:`evaluate` on the ``"test"`` split of :func:`prepare` shows how much of it
+generalises.
 
 Runs (:func:`warm_start_run`, :func:`cold_start_run`, :func:`augmentation_run`) are the loops
 of :mod:`bilevel_lib.blo` (one ``lax.scan``), take a PRNG key first and are ``jit``- and
