@@ -719,7 +719,7 @@ def augmentation_retrain_accuracy(theta, key, train, eval_sets, *, draws, steps,
 def sharded_vmap(run, keys, *, devices=None):
     r"""``jax.vmap(run)(keys)`` with the leading (seed) axis sharded over devices.
 
-    A 1-D :class:`jax.sharding.Mesh` over ``devices`` (default: ``jax.devices()``, every
+    A 1-D ``jax.sharding.Mesh`` over ``devices`` (default: ``jax.devices()``, every
     visible device) with axis ``"seeds"``; ``keys`` are placed with
     ``NamedSharding(mesh, PartitionSpec("seeds"))`` and the jitted ``vmap`` keeps every output
     sharded the same way, so each device runs its share of the seeds and nothing is gathered.
