@@ -108,8 +108,9 @@ def steps_and_mask(steps, max_steps):
         # A float K would silently act as ceil(K) through the mask ``j < steps``.
         raise TypeError(f"`steps` must be an integer (traced or not); got {steps!r}.")
     if _is_concrete(steps):
-        concrete = int(jnp.max(jnp.asarray(steps)))
-        if jnp.min(jnp.asarray(steps)) < 0:
+        # NumPy, not jnp: under jit a jnp op on a constant is staged, and int() of it fails.
+        concrete = int(np.max(np.asarray(steps)))
+        if np.min(np.asarray(steps)) < 0:
             raise ValueError(f"`steps` must be >= 0; got {steps!r}.")
         if concrete > length:
             raise ValueError(f"`steps` ({concrete}) must not exceed `max_steps` ({length}).")

@@ -319,3 +319,13 @@ def test_warm_solve_reduces_solver_steps(x64):
     assert warm["hypergrad_info"]["steps"][0] == cold["hypergrad_info"]["steps"][0]
     steps_warm, steps_cold = (np.asarray(r["hypergrad_info"]["steps"][1:]) for r in (warm, cold))
     assert np.all(steps_warm < steps_cold), (steps_warm, steps_cold)
+
+
+def test_concrete_steps_with_max_steps_work_inside_jit():
+    # A Python int `steps` with a static `max_steps` inside jit (a sweep's fixed member) used to
+    # fail: the range check ran a staged jnp op on the constant. Neumann K = 2, alpha = 1/4,
+    # H = 2: 0.25 * (1 + 0.5) * 2 = 0.75.
+    inner = lambda x, y: 0.5 * jnp.sum(2.0 * (y - x) ** 2)
+    outer = lambda x, y: jnp.sum(y)
+    f = jax.jit(lambda x: hg.neumann(inner, outer, x, x, steps=2, max_steps=5, lr=0.25))
+    assert float(f(jnp.ones(1))[0]) == pytest.approx(0.75)
