@@ -24,7 +24,18 @@ Around it, and never imported by it:
 * :mod:`bilevel_lib.runtime` -- device report and the paper-scale switch.
 """
 
-from . import blo, hypergrad, models, plotting, profiling, quadratic, runtime, spectral, tasks
+from . import (
+    blo,
+    hypergrad,
+    linalg,
+    models,
+    plotting,
+    profiling,
+    quadratic,
+    runtime,
+    spectral,
+    tasks,
+)
 from .blo import cold_start, inner_gd, warm_start
 from .runtime import device_report, paper_scale
 
@@ -33,6 +44,7 @@ __version__ = "0.2.0"
 __all__ = [
     "blo",
     "hypergrad",
+    "linalg",
     "quadratic",
     "spectral",
     "tasks",

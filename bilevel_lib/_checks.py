@@ -56,11 +56,13 @@ def _describe(tree) -> str:
     return str(shapes)
 
 
-def check_objective(fn, name: str, x, y) -> None:
-    """Abstractly evaluate ``fn(x, y)`` (no FLOPs) and insist on a real scalar output."""
+def check_objective(fn, name: str, x, y, args=()) -> None:
+    """Abstractly evaluate ``fn(x, y, *args)`` (no FLOPs) and insist on a real scalar output."""
     check_callable(fn, name)
+    if not isinstance(args, tuple):
+        raise TypeError(f"`args` must be a tuple of extra arguments; got {type(args).__name__}.")
     try:
-        out = jax.eval_shape(fn, x, y)
+        out = jax.eval_shape(fn, x, y, *args)
     except Exception as err:  # the objective's own message is kept, with shapes added
         raise ValueError(
             f"`{name}(x, y)` failed for x of shape {_describe(x)} and y of shape {_describe(y)}; "

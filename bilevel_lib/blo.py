@@ -42,12 +42,27 @@ def _tree_norm(tree):
     return jnp.sqrt(sum(jnp.sum(jnp.square(leaf)) for leaf in jax.tree_util.tree_leaves(tree)))
 
 
+def _strip_solution(info):
+    # The solve's vector is dim(y) per outer step: kept in the carry for warm_solve, but not
+    # stacked into the trace.
+    return {k: v for k, v in info.items() if k != "solution"}
+
+
 def _run(inner, outer, x0, y0, *, hypergrad, outer_opt, inner_opt, outer_steps, inner_steps,
-         warm, trace_y, log_every):
+         warm, trace_y, log_every, hypergrad_info=False, key=None, sample=None,
+         warm_solve=False):
     _checks.check_float_tree(x0, "x0")
     _checks.check_float_tree(y0, "y0")
-    _checks.check_objective(inner, "inner", x0, y0)
-    _checks.check_objective(outer, "outer", x0, y0)
+    if sample is not None:
+        _checks.check_callable(sample, "sample")
+        if key is None:
+            raise TypeError("`key` (a PRNG key) is required with `sample`.")
+        inner_shape, outer_shape = jax.eval_shape(sample, key, 0)
+        _checks.check_objective(inner, "inner", x0, y0, (inner_shape,))
+        _checks.check_objective(outer, "outer", x0, y0, (outer_shape,))
+    else:
+        _checks.check_objective(inner, "inner", x0, y0)
+        _checks.check_objective(outer, "outer", x0, y0)
     _checks.check_callable(hypergrad, "hypergrad")
     _check_optimizer(outer_opt, "outer_opt")
     _check_optimizer(inner_opt, "inner_opt")
@@ -55,11 +70,18 @@ def _run(inner, outer, x0, y0, *, hypergrad, outer_opt, inner_opt, outer_steps, 
     inner_steps = _checks.check_steps(inner_steps, "inner_steps")
     if log_every is not None:
         log_every = _checks.check_steps(log_every, "log_every", allow_zero=False)
+    want_info = bool(hypergrad_info) or bool(warm_solve)
 
-    grad_y = jax.grad(inner, argnums=1)
     label = "warm" if warm else "cold"
 
-    def inner_loop(x, y, state):
+    def bind(fn, batch):
+        if sample is None:
+            return fn
+        return lambda x_, y_: fn(x_, y_, batch)
+
+    def inner_loop(f, x, y, state):
+        grad_y = jax.grad(f, argnums=1)
+
         def body(carry, _):
             y_, s_ = carry
             updates, s_ = inner_opt.update(grad_y(x, y_), s_, y_)
@@ -69,18 +91,30 @@ def _run(inner, outer, x0, y0, *, hypergrad, outer_opt, inner_opt, outer_steps, 
         return y, state
 
     def outer_step(carry, t):
-        x, y, x_state, y_state = carry
+        x, y, x_state, y_state, v_prev = carry
+        if sample is None:
+            f, big_f = inner, outer
+        else:
+            inner_batch, outer_batch = sample(jax.random.fold_in(key, t), t)
+            f, big_f = bind(inner, inner_batch), bind(outer, outer_batch)
         if not warm:
             y, y_state = y0, inner_opt.init(y0)
-        y, y_state = inner_loop(x, y, y_state)
-        h = hypergrad(inner, outer, x, y)
-        loss = outer(x, y)
+        y, y_state = inner_loop(f, x, y, y_state)
+        if want_info:
+            extra = {"init": v_prev} if warm_solve else {}
+            h, info = hypergrad(f, big_f, x, y, return_info=True, **extra)
+            v_prev = info["solution"] if warm_solve else v_prev
+        else:
+            h = hypergrad(f, big_f, x, y)
+        loss = big_f(x, y)
         record = {
             "x": x,
             "outer_loss": loss,
-            "inner_loss": inner(x, y),
+            "inner_loss": f(x, y),
             "hypergrad_norm": _tree_norm(h),
         }
+        if hypergrad_info:
+            record["hypergrad_info"] = _strip_solution(info)
         if trace_y:
             record["y"] = y
         if log_every is not None:
@@ -93,10 +127,11 @@ def _run(inner, outer, x0, y0, *, hypergrad, outer_opt, inner_opt, outer_steps, 
                 lambda: None,
             )
         updates, x_state = outer_opt.update(h, x_state, x)
-        return (optax.apply_updates(x, updates), y, x_state, y_state), record
+        return (optax.apply_updates(x, updates), y, x_state, y_state, v_prev), record
 
-    init = (x0, y0, outer_opt.init(x0), inner_opt.init(y0))
-    (x, y, _, _), trace = lax.scan(outer_step, init, jnp.arange(outer_steps))
+    v0 = jax.tree_util.tree_map(jnp.zeros_like, y0)
+    init = (x0, y0, outer_opt.init(x0), inner_opt.init(y0), v0)
+    (x, y, _, _, _), trace = lax.scan(outer_step, init, jnp.arange(outer_steps))
     return x, y, trace
 
 
@@ -115,20 +150,35 @@ _DOC_ARGS = r"""
       trace_y: also record the inner parameters at every outer step (memory T * dim(y)).
       log_every: print progress every that many outer steps (``jax.debug.print``; also
         works under ``jit``). ``None`` (default) prints nothing.
+      hypergrad_info: call ``hypergrad(..., return_info=True)`` and record its ``info``
+        (residual, steps, status, ...; the solve's vector excluded) per outer step in
+        ``trace["hypergrad_info"]``.
+      key: PRNG key, required with ``sample``.
+      sample: ``sample(key_t, t) -> (inner_batch, outer_batch)`` with
+        ``key_t = jax.random.fold_in(key, t)``: objectives then take data,
+        ``inner(x, y, inner_batch)`` and ``outer(x, y, outer_batch)``, and step t's batches are
+        used by all its inner steps, the hypergradient and the recorded losses (minibatches,
+        random augmentations). ``None`` (default): ``inner(x, y)``, ``outer(x, y)``.
+      warm_solve: pass the previous outer step's linear-solve solution as ``init`` to the
+        next hypergradient call (inexact hypergradient descent; ``hypergrad`` must accept
+        ``init`` and ``return_info``, e.g. ``hypergrad.cg`` or ``hypergrad.damped``).
 
     Returns:
       ``(x, y, trace)``: final outer parameters (after T updates), the last inner parameters,
       and a dict of arrays stacked over outer steps t = 0..T-1 describing the state at which
       step t's hypergradient was taken: ``"x"`` (x_t), ``"outer_loss"`` F(x_t, y_t),
-      ``"inner_loss"`` f(x_t, y_t), ``"hypergrad_norm"``, and ``"y"`` if ``trace_y``.
+      ``"inner_loss"`` f(x_t, y_t), ``"hypergrad_norm"``, ``"y"`` if ``trace_y``, and
+      ``"hypergrad_info"`` if ``hypergrad_info``.
 """
 
 
 def cold_start(inner, outer, x0, y0, *, hypergrad, outer_opt, inner_opt, outer_steps,
-               inner_steps, trace_y=False, log_every=None):
+               inner_steps, trace_y=False, log_every=None, hypergrad_info=False, key=None,
+               sample=None, warm_solve=False):
     return _run(inner, outer, x0, y0, hypergrad=hypergrad, outer_opt=outer_opt,
                 inner_opt=inner_opt, outer_steps=outer_steps, inner_steps=inner_steps,
-                warm=False, trace_y=trace_y, log_every=log_every)
+                warm=False, trace_y=trace_y, log_every=log_every,
+                hypergrad_info=hypergrad_info, key=key, sample=sample, warm_solve=warm_solve)
 
 
 cold_start.__doc__ = (
@@ -151,10 +201,12 @@ cold_start.__doc__ = (
 
 
 def warm_start(inner, outer, x0, y0, *, hypergrad, outer_opt, inner_opt, outer_steps,
-               inner_steps, trace_y=False, log_every=None):
+               inner_steps, trace_y=False, log_every=None, hypergrad_info=False, key=None,
+               sample=None, warm_solve=False):
     return _run(inner, outer, x0, y0, hypergrad=hypergrad, outer_opt=outer_opt,
                 inner_opt=inner_opt, outer_steps=outer_steps, inner_steps=inner_steps,
-                warm=True, trace_y=trace_y, log_every=log_every)
+                warm=True, trace_y=trace_y, log_every=log_every,
+                hypergrad_info=hypergrad_info, key=key, sample=sample, warm_solve=warm_solve)
 
 
 warm_start.__doc__ = (

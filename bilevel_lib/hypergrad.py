@@ -15,7 +15,17 @@ they (implicitly) use, i.e. in how :math:`H^{-1}` is replaced:
 * ``neumann``: :math:`\alpha\sum_{j<K}(I-\alpha H)^j` (K Hessian-vector products);
 * ``damped``: :math:`(H+\epsilon I)^{-1}` (conjugate gradient on :math:`H+\epsilon I`);
 * ``cg``: K steps of conjugate gradient on ``H`` (K Hessian-vector products);
+* ``minres``: the minimum-norm least-squares solve ``H^+`` matrix-free (LSQR, 2K HVPs);
 * ``unroll``: differentiate K gradient steps from ``y`` (K steps, O(K) memory).
+
+All but ``unroll`` are uses of :func:`implicit` with a solver from :mod:`bilevel_lib.linalg`.
+Every estimator takes ``return_info=False``; with ``True`` it returns ``(hypergradient, info)``
+where ``info`` holds the true relative residual ``|H v - dF/dy| / |dF/dy|`` of the linear
+solve, the number of iterations run and a status code (:data:`bilevel_lib.linalg.STATUS`).
+Eagerly, an unusable answer raises (divergence, non-finite values, ``damped`` on an indefinite
+``H + eps I``); under ``jit`` nothing can be raised, so ``info`` says it, and
+:func:`bilevel_lib.linalg.check_solution` turns it into a ``checkify`` error. Objectives may
+take extra data, ``inner(x, y, *args)``: pass ``args=(...)``, forwarded to both objectives.
 
 All estimators are pure, run under ``jax.jit`` (step counts are static Python ints), under
 ``jax.vmap`` over array-valued ``lr``/``eps`` (and over ``steps`` when a static ``max_steps``
@@ -26,18 +36,22 @@ responsibility.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 from jax import lax
 from jax.flatten_util import ravel_pytree
 
-from . import _checks
+from . import _checks, linalg
 
 __all__ = [
+    "implicit",
     "exact",
     "neumann",
     "damped",
     "cg",
+    "minres",
     "unroll",
     "hessian_and_mixed",
     "response_jacobian",
@@ -52,77 +66,125 @@ _NEUMANN_MAX_GROWTH = 10.0
 # ---------------------------------------------------------------------------------------------
 
 
-def _validate(inner, outer, x, y) -> None:
+def _validate(inner, outer, x, y, args=()) -> None:
     _checks.check_float_tree(x, "x")
     _checks.check_float_tree(y, "y")
-    _checks.check_objective(inner, "inner", x, y)
-    _checks.check_objective(outer, "outer", x, y)
+    _checks.check_objective(inner, "inner", x, y, args)
+    _checks.check_objective(outer, "outer", x, y, args)
 
 
-def _flat_grad_y(inner, y):
+def _flat_grad_y(inner, y, args=()):
     """Return ``(y_flat, g)`` with ``g(x, y_flat)`` the flattened inner gradient in y."""
     y_flat, unravel = ravel_pytree(y)
 
     def grad_y(x_, y_flat_):
-        return ravel_pytree(jax.grad(inner, argnums=1)(x_, unravel(y_flat_)))[0]
+        return ravel_pytree(jax.grad(inner, argnums=1)(x_, unravel(y_flat_), *args))[0]
 
     return y_flat, grad_y
 
 
-def _assemble(inner, outer, x, y, solve):
-    r"""``dF/dx = F_x - B^T v`` with ``v = solve(hvp, F_y)``, ``v`` approximating ``H^{-1} F_y``.
+_steps_and_mask = linalg._steps_and_mask
 
-    ``dy/dx = -H^{-1} B`` so ``(dy/dx)^T F_y = -B^T H^{-1} F_y``; ``B^T v`` is one VJP of the
-    map ``x -> grad_y f(x, y)``, so nothing of size ``dim(x) * dim(y)`` is ever formed.
+
+def _descend(inner, x, y0, lr, length, active, args=(), delta=None):
+    """``length`` steps of ``y <- y - lr (grad_y f(x, y) + delta)``; steps ``>= active`` no-op.
+
+    ``delta`` (zero) is a constant forcing whose gradient is minus the vector the unroll
+    implicitly applies in place of ``H^{-1} dF/dy``.
     """
-    f_x, f_y = jax.grad(outer, argnums=(0, 1))(x, y)
-    f_y_flat = ravel_pytree(f_y)[0]
-    y_flat, grad_y = _flat_grad_y(inner, y)
-
-    def hvp(v):
-        return jax.jvp(lambda yy: grad_y(x, yy), (y_flat,), (v,))[1]
-
-    v = solve(hvp, f_y_flat, y_flat, grad_y)
-    _, vjp_x = jax.vjp(lambda xx: grad_y(xx, y_flat), x)
-    (b_t_v,) = vjp_x(v.astype(y_flat.dtype))
-    return jax.tree_util.tree_map(lambda a, b: a - b, f_x, b_t_v)
-
-
-def _steps_and_mask(steps, max_steps):
-    """Static loop length, and the traced number of active iterations (or None)."""
-    if max_steps is None:
-        return _checks.check_steps(steps), None
-    length = _checks.check_steps(max_steps, "max_steps")
-    if isinstance(steps, bool) or not jnp.issubdtype(jnp.result_type(steps), jnp.integer):
-        # A float K would silently act as ceil(K) through the mask ``j < steps``.
-        raise TypeError(f"`steps` must be an integer (traced or not); got {steps!r}.")
-    if _checks._is_concrete(steps):
-        concrete = int(jnp.max(jnp.asarray(steps)))
-        if jnp.min(jnp.asarray(steps)) < 0:
-            raise ValueError(f"`steps` must be >= 0; got {steps!r}.")
-        if concrete > length:
-            raise ValueError(f"`steps` ({concrete}) must not exceed `max_steps` ({length}).")
-    return length, jnp.asarray(steps)
-
-
-def _descend(inner, x, y0, lr, length, active):
-    """``length`` steps of ``y <- y - lr grad_y f(x, y)``; steps ``j >= active`` are no-ops."""
     grad_y = jax.grad(inner, argnums=1)
 
     def body(y_, j):
         keep = 1.0 if active is None else (j < active).astype(_dtype_of(y_))
-        g = grad_y(x, y_)
+        g = grad_y(x, y_, *args)
+        if delta is not None:
+            g = jax.tree_util.tree_map(jnp.add, g, delta)
         return jax.tree_util.tree_map(lambda a, b: a - keep * lr * b, y_, g), None
 
     return lax.scan(body, y0, jnp.arange(length))[0]
 
 
+def _all_finite(tree):
+    return all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree_util.tree_leaves(tree))
+
+
 def _raise_if_diverged(result, what: str, hint: str):
-    if _checks._is_concrete(result):
-        leaves = jax.tree_util.tree_leaves(result)
-        if not all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in leaves):
-            raise FloatingPointError(f"{what} is not finite. {hint}")
+    if _checks._is_concrete(result) and not _all_finite(result):
+        raise FloatingPointError(f"{what} is not finite. {hint}")
     return result
+
+
+def _implicit(inner, outer, x, y, solve, init, args):
+    r"""``dF/dx = F_x - B^T v`` with ``(v, info) = solve(hvp, F_y, init=init)``.
+
+    ``dy/dx = -H^{-1} B`` so ``(dy/dx)^T F_y = -B^T H^{-1} F_y``; ``B^T v`` is one VJP of the
+    map ``x -> grad_y f(x, y)``, so nothing of size ``dim(x) * dim(y)`` is ever formed.
+    """
+    f_x, f_y = jax.grad(outer, argnums=(0, 1))(x, y, *args)
+    f_y_flat = ravel_pytree(f_y)[0]
+    y_flat, grad_y = _flat_grad_y(inner, y, args)
+    _, unravel_y = ravel_pytree(y)
+
+    def matvec(v):
+        return linalg.hvp(lambda yy: grad_y(x, yy), y_flat, v)
+
+    init_flat = None if init is None else ravel_pytree(init)[0].astype(f_y_flat.dtype)
+    v, info = solve(matvec, f_y_flat, init=init_flat)
+    _, vjp_x = jax.vjp(lambda xx: grad_y(xx, y_flat), x)
+    (b_t_v,) = vjp_x(v.astype(y_flat.dtype))
+    out = jax.tree_util.tree_map(lambda a, b: a - b, f_x, b_t_v)
+    info = dict(info)
+    info["solution"] = unravel_y(v.astype(y_flat.dtype))
+    return out, info
+
+
+def _finish(out, info, return_info, what, hint):
+    """Eagerly raise on an unusable answer; return ``out`` or ``(out, info)``."""
+    _raise_if_diverged(out, what, hint)
+    return (out, info) if return_info else out
+
+
+def implicit(inner, outer, x, y, *, solve, init=None, return_info=False, args=()):
+    r"""Implicit-differentiation hypergradient with any linear solver for ``H v = dF/dy``.
+
+    .. math:: \frac{dF}{dx} = \partial_x F - B^\top v,\qquad v \approx H^{-1}\partial_y F
+
+    ``H`` is reached only through Hessian-vector products (:func:`bilevel_lib.linalg.hvp`,
+    forward-over-reverse) and ``B^T v`` is one vector-Jacobian product, so no matrix of size
+    ``dim(y)`` or ``dim(x) * dim(y)`` is formed unless the solver forms one.
+
+    Args:
+      inner: ``inner(x, y, *args) -> scalar`` (inner objective f).
+      outer: ``outer(x, y, *args) -> scalar`` (outer objective F).
+      x: outer parameters (array or pytree).
+      y: inner parameters, normally an (approximate) inner solution.
+      solve: ``solve(matvec, b, *, init=None) -> (v, info)`` on flat vectors, e.g.
+        ``functools.partial(bilevel_lib.linalg.cg_solve, steps=20)``.
+      init: optional warm start for ``v`` (pytree like ``y``, e.g. the previous
+        ``info["solution"]``); ignored by solvers that cannot use it.
+      return_info: also return the solver's ``info`` dict (plus ``"solution"``: ``v`` as a
+        pytree like ``y``).
+      args: tuple of extra arguments passed to both objectives.
+
+    Returns:
+      A pytree shaped like ``x``, or ``(hypergradient, info)``.
+
+    Example:
+      >>> import functools, jax.numpy as jnp
+      >>> from bilevel_lib import linalg
+      >>> inner = lambda x, y, a: 0.5 * jnp.sum(a * (y - x) ** 2)   # y*(x) = x for any a > 0
+      >>> outer = lambda x, y, a: jnp.sum(y)
+      >>> solve = functools.partial(linalg.cg_solve, steps=2)
+      >>> h, info = implicit(inner, outer, jnp.zeros(2), jnp.zeros(2), solve=solve,
+      ...                    args=(jnp.array([1.0, 4.0]),), return_info=True)
+      >>> h.round(5).tolist(), linalg.status_name(info["status"])
+      ([1.0, 1.0], 'converged')
+    """
+    _validate(inner, outer, x, y, args)
+    _checks.check_callable(solve, "solve")
+    out, info = _implicit(inner, outer, x, y, solve, init, args)
+    return _finish(out, info, return_info, "The implicit hypergradient",
+                   "Check info['status'] and info['residual'] of the solve.")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -130,15 +192,16 @@ def _raise_if_diverged(result, what: str, hint: str):
 # ---------------------------------------------------------------------------------------------
 
 
-def hessian_and_mixed(inner, x, y):
+def hessian_and_mixed(inner, x, y, *, args=()):
     r"""Dense inner Hessian ``H`` and mixed partials ``B`` in flattened coordinates.
 
     .. math:: H = \partial^2 f / \partial y \partial y^\top,\qquad
               B = \partial^2 f / \partial y \partial x^\top
 
     Args:
-      inner: ``inner(x, y) -> scalar``.
+      inner: ``inner(x, y, *args) -> scalar``.
       x, y: outer and inner parameters (arrays or pytrees; flattened with ``ravel_pytree``).
+      args: extra arguments of ``inner``.
 
     Returns:
       ``(H, B)`` with shapes ``(n_y, n_y)`` and ``(n_y, n_x)``.
@@ -152,35 +215,26 @@ def hessian_and_mixed(inner, x, y):
     """
     _checks.check_float_tree(x, "x")
     _checks.check_float_tree(y, "y")
-    _checks.check_objective(inner, "inner", x, y)
+    _checks.check_objective(inner, "inner", x, y, args)
     x_flat, unravel_x = ravel_pytree(x)
-    y_flat, grad_y = _flat_grad_y(inner, y)
+    y_flat, grad_y = _flat_grad_y(inner, y, args)
     hess = jax.jacfwd(lambda yy: grad_y(x, yy))(y_flat)
     mixed = jax.jacfwd(lambda xx: grad_y(unravel_x(xx), y_flat))(x_flat)
     return 0.5 * (hess + hess.T), mixed
 
 
-def _pinv_symmetric(hess, rtol):
-    lam, vecs = jnp.linalg.eigh(hess)
-    if rtol is None:
-        rtol = hess.shape[0] * jnp.finfo(hess.dtype).eps
-    cutoff = rtol * jnp.max(jnp.abs(lam))
-    keep = jnp.abs(lam) > cutoff
-    inv = jnp.where(keep, 1.0 / jnp.where(keep, lam, 1.0), 0.0)
-    return (vecs * inv) @ vecs.T
-
-
-def response_jacobian(inner, x, y, *, rtol=None):
+def response_jacobian(inner, x, y, *, rtol=None, args=()):
     r"""The canonical (minimum-Frobenius-norm) response Jacobian ``J* = -H^+ B``.
 
     Among all ``J`` with ``H J = -B`` (any ``J + N`` with ``range(N) ⊆ null(H)`` is valid when
     ``H`` is singular), ``J*`` has the smallest Frobenius norm (paper, App. B.1).
 
     Args:
-      inner: ``inner(x, y) -> scalar``.
+      inner: ``inner(x, y, *args) -> scalar``.
       x, y: outer and inner parameters.
-      rtol: eigenvalues below ``rtol * max|lambda|`` count as zero
-        (default ``n_y * machine epsilon``).
+      rtol: eigenvalues at or below ``rtol * max|lambda|`` count as zero (default
+        :func:`bilevel_lib.linalg.zero_threshold`: ``10 * eps`` of the dtype).
+      args: extra arguments of ``inner``.
 
     Returns:
       Array of shape ``(n_y, n_x)`` in flattened coordinates.
@@ -193,16 +247,20 @@ def response_jacobian(inner, x, y, *, rtol=None):
       >>> bool(jnp.allclose(J, jnp.linalg.pinv(phi), atol=1e-6))
       True
     """
-    hess, mixed = hessian_and_mixed(inner, x, y)
-    return -_pinv_symmetric(hess, rtol) @ mixed
+    hess, mixed = hessian_and_mixed(inner, x, y, args=args)
+    _, vecs, inv = linalg.pinv_eigh(hess, rtol=rtol)
+    return -((vecs * inv) @ vecs.T) @ mixed
 
 
 # ---------------------------------------------------------------------------------------------
 # Estimators
 # ---------------------------------------------------------------------------------------------
 
+_INFO_DOC = """return_info: also return ``info`` (see :mod:`bilevel_lib.linalg`): ``"residual"``
+        (true ``|H v - dF/dy| / |dF/dy|``), ``"steps"``, ``"status"``, ``"solution"``."""
 
-def exact(inner, outer, x, y, *, rtol=None):
+
+def exact(inner, outer, x, y, *, rtol=None, return_info=False, args=()):
     r"""Hypergradient with the canonical response Jacobian ``J* = -H^+ B`` (dense reference).
 
     .. math:: \frac{dF}{dx} = \partial_x F - B^\top H^{+}\, \partial_y F
@@ -210,17 +268,21 @@ def exact(inner, outer, x, y, *, rtol=None):
     The Hessian is formed densely and pseudo-inverted by an eigendecomposition, so this is for
     problems with up to a few thousand inner parameters; it is the reference every other
     estimator is measured against. When ``H`` is invertible this is the implicit-function
-    hypergradient; when it is singular it is the one Theorem 3.1 is about.
+    hypergradient; when it is singular it is the one Theorem 3.1 is about. Eigenvalues count
+    as zero by :func:`bilevel_lib.linalg.zero_threshold` (``10 eps max|lambda|``), which keeps
+    the small real eigenvalues of a float32 Hessian; ambiguous ones warn (eagerly).
 
     Args:
-      inner: ``inner(x, y) -> scalar`` (inner objective f).
-      outer: ``outer(x, y) -> scalar`` (outer objective F).
+      inner: ``inner(x, y, *args) -> scalar`` (inner objective f).
+      outer: ``outer(x, y, *args) -> scalar`` (outer objective F).
       x: outer parameters (array or pytree).
       y: inner parameters, normally an (approximate) inner solution.
-      rtol: relative cut-off for zero eigenvalues (default ``n_y * eps``).
+      rtol: relative cut-off for zero eigenvalues (default ``10 * eps``).
+      return_info: also return the solve's ``info`` (residual, steps, status, solution).
+      args: tuple of extra arguments passed to both objectives.
 
     Returns:
-      A pytree shaped like ``x``.
+      A pytree shaped like ``x`` (or ``(hypergradient, info)``).
 
     Example:
       >>> import jax.numpy as jnp
@@ -229,16 +291,14 @@ def exact(inner, outer, x, y, *, rtol=None):
       >>> exact(inner, outer, jnp.array([1.0, 2.0]), jnp.array([1.0, 2.0])).tolist()
       [1.0, 2.0]
     """
-    _validate(inner, outer, x, y)
-
-    def solve(hvp, rhs, y_flat, grad_y):
-        hess = jax.jacfwd(lambda yy: grad_y(x, yy))(y_flat)
-        return _pinv_symmetric(0.5 * (hess + hess.T), rtol) @ rhs
-
-    return _assemble(inner, outer, x, y, solve)
+    _validate(inner, outer, x, y, args)
+    solve = functools.partial(linalg.dense_solve, rtol=rtol)
+    out, info = _implicit(inner, outer, x, y, solve, None, args)
+    return _finish(out, info, return_info, "The exact hypergradient",
+                   "The inner Hessian or the gradients are not finite.")
 
 
-def neumann(inner, outer, x, y, *, steps, lr, max_steps=None):
+def neumann(inner, outer, x, y, *, steps, lr, max_steps=None, return_info=False, args=()):
     r"""Hypergradient with the K-term truncated Neumann series for the inverse Hessian.
 
     .. math:: H^{-1} \approx \alpha \sum_{j=0}^{K-1} (I - \alpha H)^j
@@ -246,20 +306,24 @@ def neumann(inner, outer, x, y, *, steps, lr, max_steps=None):
     Spectrally, ``1/lambda`` is replaced by ``(1 - (1 - alpha*lambda)^K) / lambda`` (and by
     ``alpha*K`` on the null space). The series converges to ``H^+`` on ``range(H)`` iff
     ``0 < alpha * lambda_max < 2``; past that it diverges geometrically. Guard: for a PSD
-    ``H`` and a convergent step, ``|(I - alpha H)^K g| <= |g|``; eagerly (outside ``jit``) a
-    growth by more than a factor 10, or a non-finite result, raises ``FloatingPointError``.
-    Under ``jit`` nothing can be raised: choose ``lr`` with
-    :func:`bilevel_lib.spectral.max_eigenvalue`.
+    ``H`` and a convergent step, ``|(I - alpha H)^K g| <= |g|`` (with K the *active* steps,
+    masked ones excluded); a growth by more than a factor 10 is status ``"diverged"``, and
+    eagerly (outside ``jit``) it, or a non-finite result, raises ``FloatingPointError``. Under
+    ``jit`` use ``return_info`` (or :func:`bilevel_lib.linalg.check_solution`), and choose
+    ``lr`` with :func:`bilevel_lib.spectral.max_eigenvalue`.
 
     Args:
-      inner, outer, x, y: as in :func:`exact`.
+      inner, outer, x, y, args: as in :func:`exact`.
       steps: number of terms K (Python int >= 0; or, with ``max_steps``, a traced int).
       lr: the step size alpha > 0 (may be a traced scalar, e.g. under ``vmap``).
       max_steps: optional static upper bound; when given, ``steps`` may be traced
         (terms ``j >= steps`` are masked), so a sweep over K is one ``vmap``.
+      return_info: also return ``info``; its ``"residual"`` is the true
+        ``|H v - dF/dy| / |dF/dy|`` (one extra HVP), equal to the growth
+        ``|(I - lr H)^K dF/dy| / |dF/dy|`` in exact arithmetic.
 
     Returns:
-      A pytree shaped like ``x``.
+      A pytree shaped like ``x`` (or ``(hypergradient, info)``).
 
     Example:
       >>> import jax.numpy as jnp
@@ -270,51 +334,61 @@ def neumann(inner, outer, x, y, *, steps, lr, max_steps=None):
       >>> neumann(inner, outer, x, y, steps=2, lr=0.25).tolist()
       [0.75]
     """
-    _validate(inner, outer, x, y)
+    _validate(inner, outer, x, y, args)
     length, active = _steps_and_mask(steps, max_steps)
     _checks.check_positive(lr, "lr")
 
-    def solve(hvp, rhs, *_):
+    def solve(hvp, rhs, *, init=None):
+        del init
+
         def body(carry, j):
             acc, p = carry
             keep = True if active is None else j < active
             acc = acc + jnp.where(keep, p, 0.0)
-            p = p - lr * hvp(p)
+            # Masked steps must not advance p either: the growth below is over active steps.
+            p = jnp.where(keep, p - lr * hvp(p), p)
             return (acc, p), None
 
         (acc, p), _ = lax.scan(body, (jnp.zeros_like(rhs), rhs), jnp.arange(length))
-        growth.append(jnp.linalg.norm(p) / jnp.maximum(jnp.linalg.norm(rhs), 1e-30))
-        return lr * acc
+        v = lr * acc
+        nb = jnp.linalg.norm(rhs)
+        growth = jnp.linalg.norm(p) / jnp.where(nb > 0, nb, 1.0)
+        res = linalg._true_residual(hvp, v, rhs)
+        bad = (growth > _NEUMANN_MAX_GROWTH) | ~jnp.all(jnp.isfinite(v))
+        status = jnp.where(bad, linalg.DIVERGED, linalg.MAX_STEPS)
+        status = jnp.where(~bad & (res <= linalg._default_tol(rhs.dtype)), linalg.CONVERGED,
+                           status)
+        k = length if active is None else jnp.minimum(active, length)
+        return v, linalg._info(res, k, status, growth=growth)
 
-    growth = []
-    out = _assemble(inner, outer, x, y, solve)
+    out, info = _implicit(inner, outer, x, y, solve, None, args)
     hint = (
         "The series diverges when lr * lambda_max(H) >= 2 (or H has negative eigenvalues): "
         "lower `lr` below 2 / bilevel_lib.spectral.max_eigenvalue(inner, x, y)."
     )
-    if _checks._is_concrete(growth[0]) and float(jnp.max(growth[0])) > _NEUMANN_MAX_GROWTH:
+    growth = info["growth"]
+    if _checks._is_concrete(growth) and float(jnp.max(growth)) > _NEUMANN_MAX_GROWTH:
         raise FloatingPointError(
             f"The Neumann series is diverging: |(I - lr H)^K dF/dy| grew by a factor "
-            f"{float(jnp.max(growth[0])):.3g}. {hint}"
+            f"{float(jnp.max(growth)):.3g}. {hint}"
         )
-    return _raise_if_diverged(out, "The Neumann hypergradient", hint)
+    return _finish(out, info, return_info, "The Neumann hypergradient", hint)
 
 
 def conjugate_gradient(matvec, b, *, steps, max_steps=None, guard=None):
     r"""``steps`` iterations of conjugate gradient on ``A v = b`` from ``v = 0``, with guards.
 
-    For symmetric PSD ``A``. The iterates stay in the Krylov space
-    ``span{b, Ab, A^2 b, ...}``. If the system is consistent (``b`` in ``range(A)``) they stay
-    in ``range(A)`` and converge to the minimum-norm solution ``A^+ b``. Breakdown guard: an
-    iteration whose search direction has curvature ``p^T A p <= guard * scale * p^T p`` or
-    whose residual is zero freezes the iterate (no division by ~0, no NaN); later iterations
-    then leave it unchanged. On an inconsistent singular system (``b`` outside ``range(A)``)
-    this is what happens once the range part of the residual is solved: the next direction is
-    (numerically) in the null space, and without the guard its step would be huge. ``scale``
-    is the largest Rayleigh quotient seen so far, starting from that of a fixed random probe
-    (about ``trace(A) / n``; one extra ``matvec``), so that even the first direction is judged
-    against the operator's scale: a ``b`` in ``null(A)`` has rounding-noise curvature and is
-    not divided by it.
+    A thin wrapper over :func:`bilevel_lib.linalg.cg_solve` returning only the vector (use
+    that for ``info``, a tolerance or a warm start). The iterates stay in the Krylov space
+    ``span{b, Ab, A^2 b, ...}``. If the system is consistent (``b`` in ``range(A)``) and
+    ``A`` is PSD they converge to the minimum-norm solution ``A^+ b``. On an indefinite
+    nonsingular ``A`` negative-curvature directions are stepped along, and ``n`` steps reach
+    ``A^{-1} b``. Breakdown guard: an iteration whose search direction has
+    ``|p^T A p| <= guard * scale * p^T p`` freezes the iterate (no division by ~0, no NaN). On
+    an inconsistent singular PSD system this is what happens once the range part of the
+    residual is solved: the next direction is (numerically) in the null space, and without
+    the guard its step would be huge. ``scale`` is the largest ``|p^T A p| / p^T p`` seen so
+    far, starting from ``|A z| / |z|`` for a fixed random probe ``z`` (one extra ``matvec``).
 
     Args:
       matvec: ``v -> A v`` on flat vectors.
@@ -333,63 +407,35 @@ def conjugate_gradient(matvec, b, *, steps, max_steps=None, guard=None):
       >>> conjugate_gradient(lambda v: A @ v, jnp.array([2.0, 3.0, 0.0]), steps=5).tolist()
       [1.0, 3.0, 0.0]
     """
-    length, active = _steps_and_mask(steps, max_steps)
-    eps = jnp.finfo(b.dtype).eps
-    guard = jnp.sqrt(eps) if guard is None else guard
-    tiny = jnp.finfo(b.dtype).tiny
-    bb = jnp.vdot(b, b)
-    # Reference curvature before any direction is seen. Without it the first direction's own
-    # curvature is the reference: a b in null(A) (curvature = rounding noise ~ eps |A|) would
-    # pass the guard and take a step of size ~1/eps.
-    probe = jax.random.normal(jax.random.PRNGKey(0), b.shape, b.dtype)
-    scale0 = jnp.vdot(probe, matvec(probe)) / jnp.vdot(probe, probe)
-
-    def body(carry, j):
-        v, r, p, rs, pp, scale, alive = carry
-        ap = matvec(p)
-        pap = jnp.vdot(p, ap)
-        scale = jnp.maximum(scale, pap / jnp.maximum(pp, tiny))
-        ok = alive & (pap > guard * scale * pp) & (rs > (eps**2) * bb) & (pap > 0)
-        if active is not None:
-            ok = ok & (j < active)
-        alpha = jnp.where(ok, rs / jnp.where(ok, pap, 1.0), 0.0)
-        v = v + alpha * p
-        r = r - alpha * ap
-        rs_new = jnp.vdot(r, r)
-        beta = jnp.where(ok, rs_new / jnp.where(ok, rs, 1.0), 0.0)
-        p = jnp.where(ok, r + beta * p, p)
-        # |p|^2 without another reduction: r_new is orthogonal to p by construction
-        # (r_new.p = r.p - alpha p.Ap = 0), so |r_new + beta p|^2 = |r_new|^2 + beta^2 |p|^2.
-        # One reduction fewer per step is ~35% of the time on a GPU (benchmarks/README.md).
-        pp = jnp.where(ok, rs_new + beta * beta * pp, pp)
-        rs = jnp.where(ok, rs_new, rs)
-        # Once frozen (breakdown or converged), stay frozen; masked steps do not freeze.
-        alive = alive & (ok | ((j >= active) if active is not None else False))
-        return (v, r, p, rs, pp, scale, alive), None
-
-    init = (jnp.zeros_like(b), b, b, bb, bb, jnp.maximum(scale0, 0.0).astype(b.dtype),
-            jnp.asarray(True))
-    (v, *_), _ = lax.scan(body, init, jnp.arange(length))
-    return v
+    return linalg.cg_solve(matvec, b, steps=steps, max_steps=max_steps, guard=guard)[0]
 
 
-def cg(inner, outer, x, y, *, steps, max_steps=None):
+def cg(inner, outer, x, y, *, steps, max_steps=None, tol=None, init=None, return_info=False,
+       args=()):
     r"""Hypergradient with ``steps`` iterations of conjugate gradient on ``H v = dF/dy``.
 
     A Krylov (polynomial) approximation: after K steps ``v = p_K(H) dF/dy`` for the degree
     ``K - 1`` polynomial minimising the H-norm error, unlike Neumann's fixed polynomial. With a
-    breakdown guard (see :func:`conjugate_gradient`) it never produces NaN on a singular ``H``.
+    breakdown guard (see :func:`bilevel_lib.linalg.cg_solve`) it never produces NaN on a
+    singular ``H``, and it steps through negative curvature (an indefinite ``H``, e.g. a
+    network away from a minimum), reaching ``H^{-1} dF/dy`` when ``H`` is nonsingular.
     If ``dF/dy`` lies in ``range(H)`` it converges to the pinv answer (that of :func:`exact`);
     if not (the usual overparameterized case), it does *not*: the null-space component of the
-    residual never shrinks and the iterate picks up null-space directions.
+    residual never shrinks and the iterate picks up null-space directions (status
+    ``"breakdown"``); :func:`minres` reaches the pinv answer there.
 
     Args:
-      inner, outer, x, y: as in :func:`exact`.
+      inner, outer, x, y, args: as in :func:`exact`.
       steps: CG iterations K (Python int >= 0, or traced with static ``max_steps``).
       max_steps: optional static bound enabling a traced ``steps``.
+      tol: optional relative residual at which iterations stop early.
+      init: optional warm start for ``v`` (pytree like ``y``, e.g. a previous
+        ``info["solution"]``).
+      return_info: also return ``info`` (residual, steps, status, negative_curvature,
+        min_curvature, solution).
 
     Returns:
-      A pytree shaped like ``x``.
+      A pytree shaped like ``x`` (or ``(hypergradient, info)``).
 
     Example:
       >>> import jax.numpy as jnp
@@ -399,16 +445,56 @@ def cg(inner, outer, x, y, *, steps, max_steps=None):
       >>> cg(inner, outer, x, y, steps=2).round(5).tolist()   # 2 eigenvalues: exact in 2 steps
       [1.0, 1.0]
     """
-    _validate(inner, outer, x, y)
+    _validate(inner, outer, x, y, args)
     _steps_and_mask(steps, max_steps)
+    solve = functools.partial(linalg.cg_solve, steps=steps, max_steps=max_steps, tol=tol)
+    out, info = _implicit(inner, outer, x, y, solve, init, args)
+    return _finish(out, info, return_info, "The CG hypergradient",
+                   "The inner Hessian or the gradients are not finite.")
 
-    def solve(hvp, rhs, *_):
-        return conjugate_gradient(hvp, rhs, steps=steps, max_steps=max_steps)
 
-    return _assemble(inner, outer, x, y, solve)
+def minres(inner, outer, x, y, *, steps, max_steps=None, tol=None, init=None,
+           return_info=False, args=()):
+    r"""The pinv hypergradient of :func:`exact`, matrix-free: ``v = H^+ dF/dy`` by LSQR.
+
+    .. math:: v = \arg\min\{|v| : v \in \arg\min_u |H u - \partial_y F|\} = H^{+}\partial_y F
+
+    Backed by :func:`bilevel_lib.linalg.minres_solve` (LSQR with ``A^T = A``, Paige &
+    Saunders 1982: iterates stay in ``range(H)``, so the limit is the minimum-norm
+    least-squares solution; 2 HVPs per iteration). Unlike :func:`cg` it reaches the exact
+    (pinv) hypergradient on a singular ``H`` whether or not ``dF/dy`` lies in ``range(H)``,
+    and on an indefinite ``H``. It converges like CG on ``H^2``: budget ``steps`` of a few
+    times the number of distinct nonzero eigenvalues, or set ``tol``.
+
+    Args:
+      inner, outer, x, y, args: as in :func:`exact`.
+      steps: iterations (Python int >= 0, or traced with static ``max_steps``).
+      max_steps: optional static bound enabling a traced ``steps``.
+      tol: optional early-stopping tolerance (see :func:`bilevel_lib.linalg.minres_solve`).
+      init: optional warm start (pytree like ``y``).
+      return_info: also return ``info`` (residual, normal_residual, steps, status, solution).
+
+    Returns:
+      A pytree shaped like ``x`` (or ``(hypergradient, info)``).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> phi = jnp.array([[1.0, 0.0, 1.0]])            # H = phi^T phi is singular
+      >>> inner = lambda x, y: 0.5 * jnp.sum((phi @ y - x) ** 2)
+      >>> outer = lambda x, y: jnp.sum(y)               # dF/dy = 1 is not in range(H)
+      >>> minres(inner, outer, jnp.zeros(1), jnp.zeros(3), steps=3).round(5).tolist()
+      [1.0]
+    """
+    _validate(inner, outer, x, y, args)
+    _steps_and_mask(steps, max_steps)
+    solve = functools.partial(linalg.minres_solve, steps=steps, max_steps=max_steps, tol=tol)
+    out, info = _implicit(inner, outer, x, y, solve, init, args)
+    return _finish(out, info, return_info, "The MINRES hypergradient",
+                   "The inner Hessian or the gradients are not finite.")
 
 
-def damped(inner, outer, x, y, *, eps, maxiter=None, tol=None, method="cg"):
+def damped(inner, outer, x, y, *, eps, maxiter=None, tol=None, method="cg", init=None,
+           return_info=False, args=()):
     r"""Hypergradient with the damped inverse ``(H + eps I)^{-1}``.
 
     .. math:: \frac{dF}{dx} \approx \partial_x F - B^\top (H + \epsilon I)^{-1} \partial_y F
@@ -416,20 +502,26 @@ def damped(inner, outer, x, y, *, eps, maxiter=None, tol=None, method="cg"):
     This is the exact response Jacobian of the proximal inner objective
     ``f(x, y) + eps/2 |y - y'|^2`` (paper, App. D); spectrally ``1/lambda -> 1/(lambda + eps)``.
 
-    The solve is matrix-free by default: conjugate gradient on the symmetric positive-definite
-    ``H + eps I`` (``method="cg"``), stopped when the residual falls below ``tol * |b|`` or after
-    ``maxiter`` iterations (default: the number of inner parameters, where CG is exact in exact
-    arithmetic). ``method="dense"`` forms ``H`` and solves via ``eigh`` (small problems).
+    The solve is matrix-free by default: conjugate gradient on ``H + eps I``
+    (``method="cg"``, :func:`bilevel_lib.linalg.damped_solve`), stopped when the *true*
+    residual falls below ``tol * |b|`` or after ``maxiter`` iterations (default: the number of
+    inner parameters, where CG is exact in exact arithmetic). ``method="dense"`` forms ``H``
+    and solves via ``eigh`` (small problems). ``H + eps I`` must be positive definite
+    (``lambda_min(H) > -eps``): a direction with ``p^T (H + eps I) p <= 0`` proves it is not;
+    eagerly that raises ``FloatingPointError`` naming ``eps`` and the smallest curvature seen,
+    under ``jit`` it is status ``"negative_curvature"`` in ``info``.
 
     Args:
-      inner, outer, x, y: as in :func:`exact`.
+      inner, outer, x, y, args: as in :func:`exact`.
       eps: damping > 0 (may be traced, e.g. under ``vmap``).
       maxiter: CG iteration cap (static int; default ``n_y``).
       tol: relative residual tolerance (default ``1e-6`` in float32, ``1e-12`` in float64).
       method: ``"cg"`` or ``"dense"``.
+      init: optional warm start for ``v`` (``method="cg"``; pytree like ``y``).
+      return_info: also return ``info`` (residual, steps, status, min_curvature, solution).
 
     Returns:
-      A pytree shaped like ``x``.
+      A pytree shaped like ``x`` (or ``(hypergradient, info)``).
 
     Example:
       >>> import jax.numpy as jnp
@@ -439,48 +531,43 @@ def damped(inner, outer, x, y, *, eps, maxiter=None, tol=None, method="cg"):
       >>> damped(inner, outer, x, y, eps=1.0).tolist()     # 1 / (1 + 1)
       [0.5, 0.5, 0.5]
     """
-    _validate(inner, outer, x, y)
+    _validate(inner, outer, x, y, args)
     _checks.check_positive(eps, "eps")
     if method not in ("cg", "dense"):
         raise ValueError(f"`method` must be 'cg' or 'dense'; got {method!r}.")
+    if maxiter is not None:
+        _checks.check_steps(maxiter, "maxiter")
 
-    def solve(hvp, rhs, y_flat, grad_y):
-        if method == "dense":
-            hess = jax.jacfwd(lambda yy: grad_y(x, yy))(y_flat)
+    if method == "dense":
+        def solve(hvp, rhs, *, init=None):
+            del init
+            n = rhs.shape[0]
+            hess = jax.vmap(hvp)(jnp.eye(n, dtype=rhs.dtype)).T
             lam, vecs = jnp.linalg.eigh(0.5 * (hess + hess.T))
-            return vecs @ ((vecs.T @ rhs) / (lam + eps))
-        n = rhs.shape[0]
-        iters = n if maxiter is None else _checks.check_steps(maxiter, "maxiter")
-        rel = (1e-6 if rhs.dtype == jnp.float32 else 1e-12) if tol is None else tol
-        return _cg_until(lambda v: hvp(v) + eps * v, rhs, iters, rel)
+            v = vecs @ ((vecs.T @ rhs) / (lam + eps))
+            res = linalg._true_residual(lambda u: hess @ u + eps * u, v, rhs)
+            status = jnp.where(jnp.min(lam) + eps > 0, linalg.CONVERGED,
+                               linalg.NEGATIVE_CURVATURE)
+            status = jnp.where(jnp.all(jnp.isfinite(v)), status, linalg.DIVERGED)
+            return v, linalg._info(res, 0, status, min_curvature=jnp.min(lam) + eps)
+    else:
+        solve = functools.partial(linalg.damped_solve, eps=eps, maxiter=maxiter, tol=tol)
 
-    return _assemble(inner, outer, x, y, solve)
-
-
-def _cg_until(matvec, b, maxiter, rel_tol):
-    """CG with early stopping (``while_loop``): for SPD systems such as ``H + eps I``."""
-    bb = jnp.vdot(b, b)
-    target = (rel_tol**2) * bb
-
-    def cond(state):
-        _, _, _, rs, k = state
-        return (k < maxiter) & (rs > target)
-
-    def body(state):
-        v, r, p, rs, k = state
-        ap = matvec(p)
-        alpha = rs / jnp.vdot(p, ap)
-        v = v + alpha * p
-        r = r - alpha * ap
-        rs_new = jnp.vdot(r, r)
-        p = r + (rs_new / rs) * p
-        return v, r, p, rs_new, k + 1
-
-    v, *_ = lax.while_loop(cond, body, (jnp.zeros_like(b), b, b, bb, 0))
-    return v
+    out, info = _implicit(inner, outer, x, y, solve, init, args)
+    status = info["status"]
+    if _checks._is_concrete(status) and bool(jnp.any(status == linalg.NEGATIVE_CURVATURE)):
+        curv = float(jnp.min(info["min_curvature"])) - float(jnp.max(jnp.asarray(eps)))
+        raise FloatingPointError(
+            f"H + eps I is not positive definite (eps = {jnp.asarray(eps).tolist()}): a "
+            f"direction with curvature p^T H p / p^T p = {curv:.3g} <= -eps was found, so the "
+            f"damped solve is not the proximal response. Increase `eps` above "
+            f"{-curv:.3g}, or use `cg`/`minres`, which handle an indefinite H."
+        )
+    return _finish(out, info, return_info, "The damped hypergradient",
+                   "The inner Hessian or the gradients are not finite.")
 
 
-def unroll(inner, outer, x, y, *, steps, lr, max_steps=None):
+def unroll(inner, outer, x, y, *, steps, lr, max_steps=None, return_info=False, args=()):
     r"""Hypergradient by differentiating through ``steps`` inner gradient-descent steps (ITD).
 
     .. math:: y_{k+1}(x) = y_k(x) - \alpha \nabla_y f(x, y_k(x)),\ y_0 = y,\qquad
@@ -490,14 +577,22 @@ def unroll(inner, outer, x, y, *, steps, lr, max_steps=None):
     stationary point of ``f`` this equals :func:`neumann` with the same ``steps`` and ``lr``
     exactly (paper, App. E); elsewhere it also carries the drift of the K steps.
 
+    With ``return_info``, ``info["solution"]`` is the vector ``v`` the unroll applies in place
+    of ``H^{-1} dF/dy`` (read off in the same reverse pass as minus the gradient with respect
+    to a zero forcing added to every step; at a stationary point it is Neumann's ``v``), and
+    ``info["residual"]`` is ``|H(y) v - dF/dy(y_K)| / |dF/dy(y_K)|`` (one extra HVP), with
+    status ``"diverged"`` when it exceeds 10 (the steps amplify, ``lr`` too large) or the
+    result is not finite.
+
     Args:
-      inner, outer, x, y: as in :func:`exact` (``y`` is the starting point of the unroll).
+      inner, outer, x, y, args: as in :func:`exact` (``y`` is the starting point of the unroll).
       steps: K (Python int >= 0, or traced with static ``max_steps``).
       lr: inner step size alpha > 0 (may be traced).
       max_steps: optional static bound enabling a traced ``steps`` (masked steps).
+      return_info: also return ``info`` (residual, steps, status, solution).
 
     Returns:
-      A pytree shaped like ``x``.
+      A pytree shaped like ``x`` (or ``(hypergradient, info)``).
 
     Example:
       >>> import jax.numpy as jnp
@@ -507,18 +602,35 @@ def unroll(inner, outer, x, y, *, steps, lr, max_steps=None):
       >>> unroll(inner, outer, x, y, steps=2, lr=0.25).tolist()
       [0.75]
     """
-    _validate(inner, outer, x, y)
+    _validate(inner, outer, x, y, args)
     length, active = _steps_and_mask(steps, max_steps)
     _checks.check_positive(lr, "lr")
-    def final_loss(x_):
-        return outer(x_, _descend(inner, x_, y, lr, length, active))
+    hint = "Unrolled gradient descent diverges when lr * lambda_max(H) >= 2: lower `lr`."
+    if not return_info:
+        def final_loss(x_):
+            return outer(x_, _descend(inner, x_, y, lr, length, active, args), *args)
 
-    out = jax.grad(final_loss)(x)
-    return _raise_if_diverged(
-        out,
-        "The unrolled hypergradient",
-        "Unrolled gradient descent diverges when lr * lambda_max(H) >= 2: lower `lr`.",
-    )
+        return _raise_if_diverged(jax.grad(final_loss)(x), "The unrolled hypergradient", hint)
+
+    def final_loss_forced(x_, delta):
+        y_k = _descend(inner, x_, y, lr, length, active, args, delta)
+        return outer(x_, y_k, *args), y_k
+
+    zero = jax.tree_util.tree_map(jnp.zeros_like, y)
+    (_, y_k), (out, g_delta) = jax.value_and_grad(final_loss_forced, argnums=(0, 1),
+                                                  has_aux=True)(x, zero)
+    v = -ravel_pytree(g_delta)[0]
+    f_y = ravel_pytree(jax.grad(outer, argnums=1)(x, y_k, *args))[0]
+    y_flat, grad_y = _flat_grad_y(inner, y, args)
+    res = linalg._true_residual(lambda u: linalg.hvp(lambda yy: grad_y(x, yy), y_flat, u), v,
+                                f_y)
+    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf))
+                                for leaf in jax.tree_util.tree_leaves(out)]))
+    bad = (res > _NEUMANN_MAX_GROWTH) | ~finite
+    status = jnp.where(bad, linalg.DIVERGED, linalg.MAX_STEPS)
+    k = length if active is None else jnp.minimum(active, length)
+    info = linalg._info(res, k, status, solution=ravel_pytree(y)[1](v))
+    return _finish(out, info, True, "The unrolled hypergradient", hint)
 
 
 def _dtype_of(tree):

@@ -6,7 +6,7 @@ constant times one gradient in every mode; they differ in memory (tutorial, "HVP
 * ``"rr"`` reverse-over-reverse: ``grad(y -> <grad fun(y), v>)`` -- stores two reverse tapes;
 * ``"rf"`` reverse-over-forward: ``grad(y -> jvp(fun, y, v))``;
 * ``"fr"`` forward-over-reverse: ``jvp(grad fun, y, v)`` -- the cheapest; the default, and what
-  :mod:`bilevel_lib.hypergrad` uses.
+  :mod:`bilevel_lib.hypergrad` uses (:func:`bilevel_lib.linalg.hvp`, the one shared copy).
 
 Two helpers measure what a jitted function costs, so that such claims can be checked rather
 than quoted: :func:`temp_bytes` (the scratch memory XLA allocates for it, from the compiled
@@ -22,7 +22,7 @@ import time
 import jax
 import jax.numpy as jnp
 
-from . import _checks
+from . import _checks, linalg
 
 __all__ = ["hvp", "HVP_MODES", "temp_bytes", "time_jitted"]
 
@@ -66,7 +66,7 @@ def hvp(fun, y, v, *, mode="fr"):
                 f"for one of shape {jnp.shape(a)}."
             )
     if mode == "fr":
-        return jax.jvp(jax.grad(fun), (y,), (v,))[1]
+        return linalg.hvp(jax.grad(fun), y, v)
     if mode == "rf":
         return jax.grad(lambda yy: jax.jvp(fun, (yy,), (v,))[1])(y)
     return jax.grad(lambda yy: _tree_vdot(jax.grad(fun)(yy), v))(y)

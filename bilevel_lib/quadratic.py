@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from . import _checks
+from . import _checks, linalg
 
 __all__ = [
     "closest_minimizer",
@@ -37,7 +37,11 @@ __all__ = [
 
 
 def _pinv(a, rtol=None):
-    return jnp.linalg.pinv(a, rtol=rtol)
+    """Pseudoinverse by SVD with the library's one zero threshold (``linalg.zero_threshold``)."""
+    u, s, vt = jnp.linalg.svd(a, full_matrices=False)
+    keep = s > linalg.zero_threshold(s, rtol=rtol)
+    inv = jnp.where(keep, 1.0 / jnp.where(keep, s, 1.0), 0.0)
+    return (vt.T * inv) @ u.T
 
 
 def _check_quadratic(hess, b, y0):
@@ -268,8 +272,7 @@ def _null_part(phi, psi, rtol, tol):
     m, n = phi.shape
     _, s, vt = jnp.linalg.svd(phi, full_matrices=True)
     s_full = jnp.zeros(n, s.dtype).at[: s.shape[0]].set(s)
-    rtol = max(m, n) * jnp.finfo(phi.dtype).eps if rtol is None else rtol
-    null = vt.T * (s_full <= rtol * jnp.max(s))
+    null = vt.T * (s_full <= linalg.zero_threshold(s, rtol=rtol))
     tol = jnp.sqrt(jnp.finfo(phi.dtype).eps) if tol is None else tol
     cut = tol * jnp.linalg.norm(psi, 2)
     g = psi @ null
@@ -292,7 +295,7 @@ def optimistic_value(phi, psi, t, x, *, rtol=None, tol=None):
     Args:
       phi: (m, n) inner design matrix; psi: (p, n) outer design matrix; t: (p,) targets;
       x: (m,) outer parameters (the inner targets).
-      rtol: relative cut-off for the rank of ``Phi`` (default ``max(m, n) * eps``).
+      rtol: relative cut-off for the rank of ``Phi`` (default ``10 * eps``).
       tol: singular values of ``G`` below ``tol * |Psi|_2`` count as zero (default
         ``sqrt(eps)`` of the dtype).
 

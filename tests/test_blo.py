@@ -243,3 +243,79 @@ def test_log_every_prints_progress(capfd):
     out = capfd.readouterr().out
     lines = [line for line in out.splitlines() if "warm-start step" in line]
     assert [line.split()[2] for line in lines] == ["1/5", "3/5", "5/5"]
+
+
+# ---------------------------------------------------------------------------------------------
+# v2: stateful inner optimizers, data batches, recorded solver info, warm-started solves
+# ---------------------------------------------------------------------------------------------
+
+
+def test_cold_start_resets_a_stateful_inner_optimizer_each_outer_step(x64):
+    """Adam's moments must restart with y at every outer step: compare with a manual loop."""
+    p = make_least_squares(30, m=3, n=6, p=2)
+    rng = np.random.default_rng(31)
+    x0, y0 = jnp.asarray(rng.standard_normal(3)), jnp.asarray(rng.standard_normal(6))
+    inner_opt, outer_lr, outer_steps, inner_steps = optax.adam(0.05), 0.2, 4, 5
+    _, _, trace = blo.cold_start(p.inner, p.outer, x0, y0, hypergrad=hg.exact,
+                                 outer_opt=optax.sgd(outer_lr), inner_opt=inner_opt,
+                                 outer_steps=outer_steps, inner_steps=inner_steps, trace_y=True)
+    x, phi_pinv = np.asarray(x0), np.linalg.pinv(p.phi)
+    for t in range(outer_steps):
+        y, state = y0, inner_opt.init(y0)  # the reset under test
+        for _ in range(inner_steps):
+            g = p.phi.T @ (p.phi @ np.asarray(y) - x)
+            updates, state = inner_opt.update(jnp.asarray(g), state, y)
+            y = optax.apply_updates(y, updates)
+        np.testing.assert_allclose(trace["y"][t], y, rtol=1e-10)
+        np.testing.assert_allclose(trace["x"][t], x, rtol=1e-10)
+        x = x - outer_lr * (phi_pinv.T @ p.psi.T @ (p.psi @ np.asarray(y) - p.t))
+    # Adam really is stateful here: carrying its state (warm start) gives other iterates.
+    _, _, warm = blo.warm_start(p.inner, p.outer, x0, y0, hypergrad=hg.exact,
+                                outer_opt=optax.sgd(outer_lr), inner_opt=inner_opt,
+                                outer_steps=outer_steps, inner_steps=inner_steps, trace_y=True)
+    assert np.abs(warm["y"][1:] - trace["y"][1:]).max() > 1e-3
+
+
+def test_sample_batches_reach_both_objectives(x64):
+    """f = 1/2 |y - c x|^2, F = 1/2 |y - d|^2 with (c, d) drawn per step: dF/dx = c (c x - d)."""
+    key = jax.random.PRNGKey(3)
+
+    def sample(k, t):
+        return 1.0 + jax.random.uniform(k, (2,)), jnp.sin(t + jnp.arange(2.0))
+
+    inner = lambda x, y, c: 0.5 * jnp.sum((y - c * x) ** 2)
+    outer = lambda x, y, d: 0.5 * jnp.sum((y - d) ** 2)
+    x0, lr, steps = jnp.asarray([0.5, -1.0]), 0.1, 5
+    _, _, trace = jax.jit(lambda x: blo.cold_start(
+        inner, outer, x, jnp.zeros(2), hypergrad=hg.exact, outer_opt=optax.sgd(lr),
+        inner_opt=optax.sgd(1.0), outer_steps=steps, inner_steps=1, key=key,
+        sample=sample, hypergrad_info=True))(x0)
+    x = np.asarray(x0)
+    for t in range(steps):
+        c = np.asarray(1.0 + jax.random.uniform(jax.random.fold_in(key, t), (2,)))
+        d = np.sin(t + np.arange(2.0))
+        np.testing.assert_allclose(trace["x"][t], x, rtol=1e-12)
+        # one inner step of lr 1 solves f exactly: y = c x
+        np.testing.assert_allclose(trace["outer_loss"][t], 0.5 * np.sum((c * x - d) ** 2),
+                                   rtol=1e-12)
+        x = x - lr * c * (c * x - d)
+    assert set(trace["hypergrad_info"]) >= {"residual", "steps", "status"}
+    assert trace["hypergrad_info"]["status"].shape == (steps,)
+
+
+def test_warm_solve_reduces_solver_steps(x64):
+    # Strongly convex inner with 30 distinct eigenvalues in [1, 4]: CG needs many steps.
+    p = make_least_squares(32, m=30, n=30, p=3)
+    hyper = functools.partial(hg.cg, steps=60, tol=1e-8)
+    kw = dict(hypergrad=hyper, outer_opt=optax.sgd(0.02), inner_opt=optax.sgd(0.25),
+              outer_steps=8, inner_steps=100, hypergrad_info=True)
+    x0, y0 = jnp.asarray(np.random.default_rng(33).standard_normal(30)), jnp.zeros(30)
+    x_cold, _, cold = blo.cold_start(p.inner, p.outer, x0, y0, **kw)
+    x_warm, _, warm = blo.cold_start(p.inner, p.outer, x0, y0, warm_solve=True, **kw)
+    np.testing.assert_allclose(x_warm, x_cold, rtol=1e-6)  # same hypergradients (to tol) ...
+    assert np.all(cold["hypergrad_info"]["status"] == 0)
+    assert np.all(warm["hypergrad_info"]["status"] == 0)
+    # ... from fewer CG iterations after the first outer step.
+    assert warm["hypergrad_info"]["steps"][0] == cold["hypergrad_info"]["steps"][0]
+    steps_warm, steps_cold = (np.asarray(r["hypergrad_info"]["steps"][1:]) for r in (warm, cold))
+    assert np.all(steps_warm < steps_cold), (steps_warm, steps_cold)
