@@ -8,9 +8,11 @@ Everything here is built on the core (:mod:`bilevel_lib.hypergrad`, :mod:`bileve
 * :mod:`bilevel_lib.tasks.datasets` -- seeded 2-D data sets and the image benchmarks
   (MNIST, Fashion-MNIST, CIFAR-10) loaded from offline copies or verified downloads;
 * :mod:`bilevel_lib.tasks.distill` -- dataset-distillation objectives (chapter 4);
-* :mod:`bilevel_lib.tasks.fourier` -- the Fourier-feature anti-distillation task (chapter 6).
+* :mod:`bilevel_lib.tasks.fourier` -- the Fourier-feature anti-distillation task (chapter 6);
+* :mod:`bilevel_lib.tasks.error_rates` -- error rates, inexact and stochastic hypergradient
+  descent (chapter 7).
 """
 
-from . import datasets, distill, fourier, ridge
+from . import datasets, distill, error_rates, fourier, ridge
 
-__all__ = ["datasets", "distill", "fourier", "ridge"]
+__all__ = ["datasets", "distill", "error_rates", "fourier", "ridge"]
