@@ -85,7 +85,7 @@ def contraction_constants(hess, lr):
 
 
 def make_logistic(key, *, n_train=100, n_val=100, dim=20, noise=0.5, dtype=None):
-    """Synthetic binary classification: the ridge data of :func:`make_ridge`, labels ``sign``.
+    """Synthetic binary data: :func:`~bilevel_lib.tasks.ridge.make_ridge` with labels ``sign(y)``.
 
     Example:
       >>> import jax
