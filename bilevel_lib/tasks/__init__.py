@@ -10,9 +10,11 @@ Everything here is built on the core (:mod:`bilevel_lib.hypergrad`, :mod:`bileve
 * :mod:`bilevel_lib.tasks.distill` -- dataset-distillation objectives (chapter 4);
 * :mod:`bilevel_lib.tasks.image_distill` -- image distillation and a data-augmentation net with a
   linear classifier (chapter 5, the paper's Table 3);
-* :mod:`bilevel_lib.tasks.fourier` -- the Fourier-feature anti-distillation task (chapter 6).
+* :mod:`bilevel_lib.tasks.fourier` -- the Fourier-feature anti-distillation task (chapter 6);
+* :mod:`bilevel_lib.tasks.error_rates` -- error rates, inexact and stochastic hypergradient
+  descent (chapter 7).
 """
 
-from . import datasets, distill, fourier, image_distill, ridge
+from . import datasets, distill, error_rates, fourier, image_distill, ridge
 
-__all__ = ["datasets", "distill", "fourier", "image_distill", "ridge"]
+__all__ = ["datasets", "distill", "error_rates", "fourier", "image_distill", "ridge"]

@@ -1,0 +1,134 @@
+"""bilevel_lib.tasks.error_rates against known answers.
+
+Known answers: eigenvalues of diagonal matrices for the rates; the ridge closed form
+(``tasks.ridge``) for the estimators' convergence at rate q; Newton's optimality condition and
+the dense implicit formula for the logistic task; the exact limit of SID; a deterministic
+recursion for the stochastic fixed-point solver; the bias/variance identity.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from bilevel_lib import blo, hypergrad
+from bilevel_lib.tasks import error_rates as er
+from bilevel_lib.tasks import ridge
+
+
+@pytest.fixture(autouse=True)
+def _x64():
+    with jax.enable_x64(True):
+        yield
+
+
+def test_contraction_constants_of_a_diagonal_hessian():
+    c = er.contraction_constants(jnp.diag(jnp.array([1.0, 2.0, 9.0])), 0.2)
+    assert c["q"] == pytest.approx(0.8)          # max(|1 - 0.2|, |1 - 0.4|, |1 - 1.8|)
+    assert c["kappa"] == pytest.approx(9.0)
+    assert c["p"] == pytest.approx(0.5)          # (3 - 1) / (3 + 1)
+    with pytest.raises(ValueError, match="positive definite"):
+        er.contraction_constants(jnp.diag(jnp.array([0.0, 1.0])), 0.1)
+
+
+def test_aid_fp_error_on_ridge_is_within_the_q_power_bound():
+    data = ridge.make_ridge(jax.random.PRNGKey(3), n_train=30, n_val=20, dim=5,
+                            dtype=jnp.float64)
+    inner, outer = ridge.ridge_objectives(data)
+    lam = jnp.array(0.3)
+    a = data.X.T @ data.X / 30 + lam * jnp.eye(5)
+    lr = 1.0 / float(jnp.linalg.eigvalsh(a)[-1])
+    q = er.contraction_constants(a, lr)["q"]
+    g = ridge.ridge_hypergrad(data, lam)
+    w = ridge.ridge_solution(data, lam)
+    f_y = data.X_val.T @ (data.X_val @ w - data.y_val) / 20
+    for k in (10, 20, 40):
+        err = float(hypergrad.neumann(inner, outer, lam, w, steps=k, lr=lr) - g)
+        # At the exact solution v_k = A^{-1} (I - (I - lr A)^k) F_y, so the FP error is
+        # w^T A^{-1} (I - lr A)^k F_y, at most |w| |F_y| q^k / mu_min.
+        m = jnp.linalg.matrix_power(jnp.eye(5) - lr * a, k)
+        closed = float(w @ jnp.linalg.solve(a, m @ f_y))
+        assert err == pytest.approx(closed, rel=1e-8, abs=1e-14)
+        mu_min = float(jnp.linalg.eigvalsh(a)[0])
+        assert abs(err) <= float(jnp.linalg.norm(w) * jnp.linalg.norm(f_y)) * q**k / mu_min
+
+
+def test_logistic_solution_is_stationary_and_matches_exact_hypergradient():
+    data = er.make_logistic(jax.random.PRNGKey(0), n_train=40, n_val=30, dim=4)
+    inner, outer = er.logistic_objectives(data)
+    lam = jnp.array(0.05)
+    w = er.logistic_solution(data, lam)
+    assert float(jnp.max(jnp.abs(jax.grad(inner, argnums=1)(lam, w)))) < 1e-12
+    # Dense implicit formula: dF/dlam = -w^T H^{-1} grad E (B = w for the penalty lam/2 |w|^2).
+    h = jax.hessian(inner, argnums=1)(lam, w)
+    e_w = jax.grad(outer, argnums=1)(lam, w)
+    expected = -w @ jnp.linalg.solve(h, e_w)
+    np.testing.assert_allclose(hypergrad.exact(inner, outer, lam, w), expected, rtol=1e-10)
+    # Gradient descent (the ITD/AID inner solver) reaches the same point.
+    w_gd = blo.inner_gd(inner, lam, jnp.zeros(4), lr=1.0, steps=3000)
+    np.testing.assert_allclose(w_gd, w, atol=1e-8)
+
+
+def test_sid_exact_limit_and_convergence():
+    data = er.make_logistic(jax.random.PRNGKey(1), n_train=60, n_val=40, dim=3)
+    x = jnp.log(jnp.array(0.1))
+    inner, outer = er.logistic_objectives(data, log_lam=True)
+    g = hypergrad.exact(inner, outer, x, er.logistic_solution(data, x, log_lam=True))
+    opts = dict(lr=1.0, beta=20.0, gamma=20.0)
+    h0 = er.sid(data, x, jax.random.PRNGKey(0), t=None, k=None, J=None, **opts)
+    np.testing.assert_allclose(h0, g, rtol=1e-10)
+    # With many stochastic steps and a large minibatch the estimate is close (MSE -> 0).
+    keys = jax.random.split(jax.random.PRNGKey(2), 16)
+    est = jax.vmap(lambda k: er.sid(data, x, k, t=3000, k=3000, J=2000, **opts))(keys)
+    mse, bias2, var = er.mse_split(est, g)
+    assert float(mse) < 0.05 * float(g) ** 2
+    np.testing.assert_allclose(mse, bias2 + var, rtol=1e-10)
+
+
+def test_stochastic_fixed_point_deterministic_recursion_and_masking():
+    g = lambda z, k: z - 2.0
+    z = er.stochastic_fixed_point(g, jnp.zeros(1), jax.random.PRNGKey(0), steps=4,
+                                  max_steps=10, lr=0.5, beta=1.0, gamma=1.0)
+    expected = 0.0
+    for j in range(4):
+        expected = expected - 0.5 / (1.0 + j) * (expected - 2.0)
+    np.testing.assert_allclose(z, [expected], rtol=1e-12)
+
+
+def test_log_schedule_and_inexact_descent():
+    s = jnp.arange(6)
+    np.testing.assert_array_equal(er.log_schedule(s, 3.0),
+                                  np.ceil(3.0 * np.log(np.arange(6) + 1.0) - 1e-9))
+    xs, hs = er.inexact_descent(lambda x, s: x - 1.0, jnp.array(3.0), lr=0.5, steps=4)
+    np.testing.assert_allclose(xs, [3.0, 2.0, 1.5, 1.25])
+    np.testing.assert_allclose(hs, xs - 1.0)
+
+
+def test_scaled_ridge_null_space_moves_with_x():
+    data = ridge.make_ridge(jax.random.PRNGKey(0), n_train=3, n_val=4, dim=5,
+                            dtype=jnp.float64)
+    inner, _ = er.scaled_ridge_objectives(data, 0.0)
+    hess = lambda x: jax.hessian(inner, argnums=1)(x, jnp.zeros(5))
+    h1, h2 = hess(jnp.ones(5)), hess(jnp.arange(1.0, 6.0))
+    assert int(jnp.linalg.matrix_rank(h1)) == 3
+    n1 = jnp.linalg.eigh(h1)[1][:, :2]          # null space at x = 1
+    assert float(jnp.linalg.norm(h2 @ n1)) > 1e-3
+    inner_mu, _ = er.scaled_ridge_objectives(data, 0.1)
+    assert float(jnp.linalg.eigvalsh(jax.hessian(inner_mu, argnums=1)(
+        jnp.ones(5), jnp.zeros(5)))[0]) == pytest.approx(0.1)
+
+
+def test_mse_split_identity():
+    est = jnp.array([[1.0, 0.0], [3.0, 2.0]])
+    mse, bias2, var = er.mse_split(est, jnp.array([0.0, 0.0]))
+    assert float(mse) == pytest.approx(7.0)
+    assert float(bias2) == pytest.approx(5.0)
+    assert float(var) == pytest.approx(2.0)
+
+
+def test_accuracy_and_loss():
+    X = jnp.array([[1.0, 0.0], [0.0, 1.0]])
+    assert float(er.accuracy(jnp.array([1.0, -1.0]), X, jnp.array([1.0, -1.0]))) == 1.0
+    assert float(er.logistic_loss(jnp.zeros(2), X, jnp.ones(2))) == pytest.approx(np.log(2))
