@@ -61,7 +61,7 @@ lib-test: $(STAMP)
 	JAX_PLATFORMS=$(TEST_PLATFORM) $(PY) -m pytest tests bilevel_lib --doctest-modules
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check bilevel_lib tests benchmarks
+	$(VENV)/bin/ruff check bilevel_lib tests benchmarks book/_ext
 
 # nbval re-executes every chapter and compares the cells tagged nbval-check-output.
 nbval: $(STAMP)
