@@ -190,6 +190,19 @@ def max_abs_diff(a, b):
     return float(jnp.max(jnp.abs(jnp.asarray(a) - jnp.asarray(b))))
 
 
+def make_problem(n_train, dim, dtype):
+    """The problem the scripts share: ``(data, inner, outer, x, y0)``; prints a summary."""
+    key_data, key_init = jax.random.split(jax.random.PRNGKey(0))
+    data = make_data(key_data, n_train, n_train, dim, dtype)
+    inner, outer = objectives(data)
+    x = jnp.log(jnp.full(3, RIDGE, dtype))
+    y0 = init_mlp(key_init, dim, dtype)
+    n_params = sum(leaf.size for leaf in jax.tree_util.tree_leaves(y0))
+    print(f"Inner problem: MLP {dim}-{WIDTH}-{WIDTH}-1 (tanh), {n_params} parameters, "
+          f"{n_train} training / {n_train} validation points, {jnp.dtype(dtype).name}")
+    return data, inner, outer, x, y0
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n-train", type=int, default=512)
@@ -202,15 +215,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     print(runtime.device_report())
-    key_data, key_init = jax.random.split(jax.random.PRNGKey(0))
     dtype = jnp.float32
-    data = make_data(key_data, args.n_train, args.n_train, args.dim, dtype)
-    inner, outer = objectives(data)
-    x = jnp.log(jnp.full(3, RIDGE, dtype))
-    y0 = init_mlp(key_init, args.dim, dtype)
+    data, inner, outer, x, y0 = make_problem(args.n_train, args.dim, dtype)
     n_params = sum(leaf.size for leaf in jax.tree_util.tree_leaves(y0))
-    print(f"Inner problem: MLP {args.dim}-{WIDTH}-{WIDTH}-1 (tanh), {n_params} parameters, "
-          f"{args.n_train} training / {args.n_train} validation points, float32")
 
     # Solve in float64 (float32 L-BFGS stalls far from stationarity), on the same float32 data.
     start = time.perf_counter()

@@ -35,9 +35,8 @@ import numpy as np
 import scipy.linalg
 import scipy.sparse.linalg
 from bench_jaxopt import (
-    init_mlp,
     jaxopt_hypergrad,
-    make_data,
+    make_problem,
     newton_polish,
     objectives,
     solve_inner,
@@ -101,15 +100,8 @@ def main(argv=None):
     ks = [int(k) for k in args.ks.split(",")]
 
     print(runtime.device_report())
-    key_data, key_init = jax.random.split(jax.random.PRNGKey(0))
     dtype = jnp.float32
-    data = make_data(key_data, args.n_train, args.n_train, args.dim, dtype)
-    inner, outer = objectives(data)
-    x = jnp.log(jnp.full(3, RIDGE, dtype))
-    y0 = init_mlp(key_init, args.dim, dtype)
-    n_params = sum(leaf.size for leaf in jax.tree_util.tree_leaves(y0))
-    print(f"Inner problem: MLP {args.dim}-64-64-1 (tanh), {n_params} parameters, "
-          f"{args.n_train} training / {args.n_train} validation points; timed in float32")
+    data, inner, outer, x, y0 = make_problem(args.n_train, args.dim, dtype)
 
     points = {}
     for name in args.points.split(","):
