@@ -59,9 +59,45 @@ def _strip_solution(info):
     return {k: v for k, v in info.items() if k != "solution"}
 
 
+def _check_monitor(monitor, monitor_every, outer_steps):
+    if monitor is None:
+        if monitor_every is not None:
+            raise TypeError("`monitor_every` was given without `monitor`.")
+        return None
+    _checks.check_callable(monitor, "monitor")
+    every = _checks.check_steps(monitor_every, "monitor_every", allow_zero=False)
+    if outer_steps % every:
+        raise ValueError(
+            f"`outer_steps` ({outer_steps}) must be a multiple of `monitor_every` ({every}).")
+    return every
+
+
+def _scan_monitored(step, init, outer_steps, monitor, every, state_xy):
+    """``lax.scan(step, init, arange(T))``, plus ``monitor(x, y)`` after every ``every`` steps.
+
+    A scan over T / every chunks of a scan over ``every`` steps, so the monitor (an accuracy
+    on a large evaluation set, say) runs T / every times, not T times, and is not a
+    ``lax.cond`` that ``vmap`` would turn into computing both branches.
+    """
+    ts = jnp.arange(outer_steps)
+    if monitor is None:
+        carry, trace = lax.scan(step, init, ts)
+        return carry, trace
+    chunks = outer_steps // every
+
+    def chunk(carry, ts_chunk):
+        carry, records = lax.scan(step, carry, ts_chunk)
+        return carry, (records, monitor(*state_xy(carry)))
+
+    carry, (trace, monitored) = lax.scan(chunk, init, ts.reshape(chunks, every))
+    trace = jax.tree_util.tree_map(lambda a: a.reshape((outer_steps,) + a.shape[2:]), trace)
+    trace["monitor"] = monitored
+    return carry, trace
+
+
 def _run(inner, outer, x0, y0, *, hypergrad, outer_opt, inner_opt, outer_steps, inner_steps,
          warm, trace_y, log_every, hypergrad_info=False, key=None, sample=None,
-         warm_solve=False):
+         warm_solve=False, monitor=None, monitor_every=None):
     _checks.check_float_tree(x0, "x0")
     _checks.check_float_tree(y0, "y0")
     if sample is not None:
@@ -82,6 +118,7 @@ def _run(inner, outer, x0, y0, *, hypergrad, outer_opt, inner_opt, outer_steps, 
     if log_every is not None:
         log_every = _checks.check_steps(log_every, "log_every", allow_zero=False)
     want_info = bool(hypergrad_info) or bool(warm_solve)
+    every = _check_monitor(monitor, monitor_every, outer_steps)
 
     label = "warm" if warm else "cold"
 
@@ -142,7 +179,8 @@ def _run(inner, outer, x0, y0, *, hypergrad, outer_opt, inner_opt, outer_steps, 
 
     v0 = jax.tree_util.tree_map(jnp.zeros_like, y0)
     init = (x0, y0, outer_opt.init(x0), inner_opt.init(y0), v0)
-    (x, y, _, _, _), trace = lax.scan(outer_step, init, jnp.arange(outer_steps))
+    (x, y, _, _, _), trace = _scan_monitored(outer_step, init, outer_steps, monitor, every,
+                                             lambda c: (c[0], c[1]))
     return x, y, trace
 
 
@@ -173,6 +211,11 @@ _DOC_ARGS = r"""
       warm_solve: pass the previous outer step's linear-solve solution as ``init`` to the
         next hypergradient call (inexact hypergradient descent; ``hypergrad`` must accept
         ``init`` and ``return_info``, e.g. ``hypergrad.cg`` or ``hypergrad.damped``).
+      monitor: optional ``monitor(x, y) -> pytree`` (an accuracy on held-out data, say),
+        evaluated after every ``monitor_every`` outer steps on the outer parameters after
+        that many updates and the inner parameters of the last step; stacked in
+        ``trace["monitor"]`` (leading axis T / monitor_every).
+      monitor_every: a divisor of ``outer_steps``; required with ``monitor``.
 
     Returns:
       ``(x, y, trace)``: final outer parameters (after T updates), the last inner parameters,
@@ -185,11 +228,12 @@ _DOC_ARGS = r"""
 
 def cold_start(inner, outer, x0, y0, *, hypergrad, outer_opt, inner_opt, outer_steps,
                inner_steps, trace_y=False, log_every=None, hypergrad_info=False, key=None,
-               sample=None, warm_solve=False):
+               sample=None, warm_solve=False, monitor=None, monitor_every=None):
     return _run(inner, outer, x0, y0, hypergrad=hypergrad, outer_opt=outer_opt,
                 inner_opt=inner_opt, outer_steps=outer_steps, inner_steps=inner_steps,
                 warm=False, trace_y=trace_y, log_every=log_every,
-                hypergrad_info=hypergrad_info, key=key, sample=sample, warm_solve=warm_solve)
+                hypergrad_info=hypergrad_info, key=key, sample=sample, warm_solve=warm_solve,
+                monitor=monitor, monitor_every=monitor_every)
 
 
 cold_start.__doc__ = (
@@ -213,11 +257,12 @@ cold_start.__doc__ = (
 
 def warm_start(inner, outer, x0, y0, *, hypergrad, outer_opt, inner_opt, outer_steps,
                inner_steps, trace_y=False, log_every=None, hypergrad_info=False, key=None,
-               sample=None, warm_solve=False):
+               sample=None, warm_solve=False, monitor=None, monitor_every=None):
     return _run(inner, outer, x0, y0, hypergrad=hypergrad, outer_opt=outer_opt,
                 inner_opt=inner_opt, outer_steps=outer_steps, inner_steps=inner_steps,
                 warm=True, trace_y=trace_y, log_every=log_every,
-                hypergrad_info=hypergrad_info, key=key, sample=sample, warm_solve=warm_solve)
+                hypergrad_info=hypergrad_info, key=key, sample=sample, warm_solve=warm_solve,
+                monitor=monitor, monitor_every=monitor_every)
 
 
 warm_start.__doc__ = (
@@ -380,7 +425,7 @@ def replay(inner, y0, xs, *, lr, every=None):
 
 
 def cold_start_unrolled(inner, outer, x0, y0, *, inner_opt, inner_steps, outer_opt,
-                        outer_steps):
+                        outer_steps, monitor=None, monitor_every=None):
     r"""Cold-start BLO with the exact gradient of the re-training (one ``lax.scan``).
 
     At every outer step the model is re-trained from the same ``y0`` on the current learned
@@ -402,11 +447,13 @@ def cold_start_unrolled(inner, outer, x0, y0, *, inner_opt, inner_steps, outer_o
       x0, y0: initial learned data and the fixed model initialization (pytrees).
       inner_opt, outer_opt: optax ``GradientTransformation`` s.
       inner_steps: K (static int); outer_steps: T (static int).
+      monitor, monitor_every: as in :func:`cold_start`; the monitor sees ``x`` after that
+        many updates and the model re-trained on it.
 
     Returns:
       ``(x_T, y, trace)``: the final learned data, the model re-trained on them, and a dict
       stacked over t = 0..T-1 with ``"x"`` (x_t), ``"outer_loss"`` F(x_t, y_t) and
-      ``"inner_loss"`` f(x_t, y_t) of the re-trained model y_t.
+      ``"inner_loss"`` f(x_t, y_t) of the re-trained model y_t (and ``"monitor"``).
 
     Example:
       >>> import jax.numpy as jnp, optax
@@ -426,6 +473,7 @@ def cold_start_unrolled(inner, outer, x0, y0, *, inner_opt, inner_steps, outer_o
     outer_steps = _checks.check_steps(outer_steps, "outer_steps")
     _check_optimizer(inner_opt, "inner_opt")
     _check_optimizer(outer_opt, "outer_opt")
+    every = _check_monitor(monitor, monitor_every, outer_steps)
     grad_y = jax.grad(inner, argnums=1)
 
     def retrained(x):
@@ -450,8 +498,8 @@ def cold_start_unrolled(inner, outer, x0, y0, *, inner_opt, inner_steps, outer_o
             record = {"x": x, "outer_loss": big_f, "inner_loss": small_f}
             return (optax.apply_updates(x, updates), s), record
 
-        (x, _), trace = lax.scan(step, (x_init, outer_opt.init(x_init)), None,
-                                 length=outer_steps)
+        (x, _), trace = _scan_monitored(step, (x_init, outer_opt.init(x_init)), outer_steps,
+                                        monitor, every, lambda c: (c[0], retrained(c[0])))
         return x, retrained(x), trace
 
     return run(x0)

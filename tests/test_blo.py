@@ -329,3 +329,55 @@ def test_concrete_steps_with_max_steps_work_inside_jit():
     outer = lambda x, y: jnp.sum(y)
     f = jax.jit(lambda x: hg.neumann(inner, outer, x, x, steps=2, max_steps=5, lr=0.25))
     assert float(f(jnp.ones(1))[0]) == pytest.approx(0.75)
+
+
+@pytest.mark.parametrize("warm", [True, False])
+def test_monitor_sees_the_numpy_loop_state_every_few_steps(x64, warm):
+    # The hand-written NumPy loop gives x after each update and the inner parameters trained
+    # during each step: the monitor must see exactly those, after steps 2, 4 and 6.
+    p = make_least_squares(22, m=3, n=6, p=2)
+    rng = np.random.default_rng(23)
+    x0, y0 = rng.standard_normal(3), rng.standard_normal(6)
+    kw = dict(outer_lr=0.3, inner_lr=0.2, outer_steps=6, inner_steps=3)
+    loop = blo.warm_start if warm else blo.cold_start
+    x, y, trace = jax.jit(functools.partial(
+        loop, p.inner, p.outer, hypergrad=hg.exact, outer_opt=optax.sgd(kw["outer_lr"]),
+        inner_opt=optax.sgd(kw["inner_lr"]), outer_steps=6, inner_steps=3,
+        monitor=lambda x_, y_: {"x": x_, "y": y_, "F": p.outer(x_, y_)}, monitor_every=2))(
+        jnp.asarray(x0), jnp.asarray(y0))
+    want_x, _, xs, ys, _ = _numpy_loop(p, x0, y0, warm=warm, hyper=_pinv_hypergrad(p), **kw)
+    after = np.vstack([xs[1:], want_x[None]])          # x after updates 1..6
+    np.testing.assert_allclose(trace["monitor"]["x"], after[1::2], rtol=1e-10)
+    np.testing.assert_allclose(trace["monitor"]["y"], ys[1::2], rtol=1e-10)
+    np.testing.assert_allclose(trace["monitor"]["F"],
+                               0.5 * np.sum((ys[1::2] @ p.psi.T - p.t) ** 2, axis=1), rtol=1e-10)
+    assert trace["x"].shape == (6, 3)
+
+
+def test_cold_start_unrolled_monitor_sees_the_retrained_model(x64):
+    inner = lambda x, y: 0.5 * jnp.sum((y - x) ** 2)   # noqa: E731
+    outer = lambda x, y: 0.5 * jnp.sum((y - 3.0) ** 2)  # noqa: E731
+    # One inner SGD step of size 1/2 from 0 gives y = x / 2; x_{t+1} = x_t - (x_t/2 - 3)/2.
+    x, y, tr = blo.cold_start_unrolled(
+        inner, outer, jnp.zeros(1), jnp.zeros(1), inner_opt=optax.sgd(0.5), inner_steps=1,
+        outer_opt=optax.sgd(1.0), outer_steps=6, monitor=lambda x_, y_: (x_, y_),
+        monitor_every=3)
+    xs = [0.0]
+    for _ in range(6):
+        xs.append(xs[-1] - 0.5 * (0.5 * xs[-1] - 3.0))
+    np.testing.assert_allclose(tr["monitor"][0][:, 0], [xs[3], xs[6]], rtol=1e-12)
+    np.testing.assert_allclose(tr["monitor"][1][:, 0], [xs[3] / 2, xs[6] / 2], rtol=1e-12)
+
+
+def test_monitor_errors_name_the_argument(x64):
+    p = make_least_squares(22, m=3, n=6, p=2)
+    kw = dict(hypergrad=hg.exact, outer_opt=optax.sgd(0.1), inner_opt=optax.sgd(0.1),
+              outer_steps=5, inner_steps=1)
+    with pytest.raises(ValueError, match="multiple of `monitor_every`"):
+        blo.warm_start(p.inner, p.outer, jnp.zeros(3), jnp.zeros(6), monitor=lambda x, y: x,
+                       monitor_every=2, **kw)
+    with pytest.raises(TypeError, match="monitor_every"):
+        blo.warm_start(p.inner, p.outer, jnp.zeros(3), jnp.zeros(6), monitor=lambda x, y: x,
+                       **kw)
+    with pytest.raises(TypeError, match="without `monitor`"):
+        blo.cold_start(p.inner, p.outer, jnp.zeros(3), jnp.zeros(6), monitor_every=1, **kw)

@@ -313,3 +313,68 @@ def test_prepare_mnist_shapes_and_splits():
     np.testing.assert_array_equal(o, datasets.as_float(images[:100]))
     np.testing.assert_array_equal(v, datasets.as_float(images[-50:]))
     np.testing.assert_array_equal(vl, labels[-50:])
+
+
+@pytest.mark.parametrize("run", [idl.warm_start_run, idl.cold_start_run])
+@pytest.mark.parametrize("batch_size", [None, 8])
+def test_recorded_accuracy_equals_that_of_a_shorter_run(run, batch_size):
+    # A T-step run's accuracy recorded after T/2 steps is the final accuracy of a T/2-step
+    # run from the same key (same initialization, same minibatches); the re-trained one is
+    # retrain_accuracy of that run's learned data, computed independently.
+    pts, lab = tiny_images()
+    test = tiny_images(seed=1)
+    evals = {"original": (pts, lab), "test": test}
+    retrain = dict(steps=50, lr=0.5)
+    kw = dict(original=(pts, lab), num_learned=10, inner_lr=0.5, outer_lr=0.02,
+              batch_size=batch_size)
+    if run is idl.cold_start_run:
+        kw["inner_steps"] = 10
+    _, _, trace = jax.jit(functools.partial(run, outer_steps=20, eval_sets=evals,
+                                            eval_every=10, retrain=retrain, **kw))(
+        jax.random.PRNGKey(0))
+    x, y, _ = jax.jit(functools.partial(run, outer_steps=10, **kw))(jax.random.PRNGKey(0))
+    acc = trace["accuracy"]
+    assert set(acc) == {"model", "retrained"} and acc["model"]["test"].shape == (2,)
+    for name, want in idl.evaluate(y, evals).items():
+        assert abs(float(acc["model"][name][0]) - float(want)) < 1e-6
+    for name, want in idl.retrain_accuracy(x, evals, **retrain).items():
+        assert abs(float(acc["retrained"][name][0]) - float(want)) < 1e-6
+    assert 0.0 <= float(acc["model"]["test"][1]) <= 1.0
+
+
+def test_accuracy_recording_errors_name_the_argument():
+    pts, lab = tiny_images()
+    kw = dict(original=(pts, lab), num_learned=10, outer_steps=10, inner_lr=0.5, outer_lr=0.02)
+    with pytest.raises(TypeError, match="eval_every"):
+        idl.warm_start_run(jax.random.PRNGKey(0), eval_sets={"o": (pts, lab)}, **kw)
+    with pytest.raises(TypeError, match="eval_sets"):
+        idl.warm_start_run(jax.random.PRNGKey(0), eval_every=5, **kw)
+    with pytest.raises(ValueError, match="multiple of `eval_every`"):
+        idl.warm_start_run(jax.random.PRNGKey(0), eval_sets={"o": (pts, lab)}, eval_every=3,
+                           **kw)
+    with pytest.raises(ValueError, match="eval_sets\\['o'\\]"):
+        idl.warm_start_run(jax.random.PRNGKey(0), eval_sets={"o": (pts, lab[:3])},
+                           eval_every=5, **kw)
+
+
+def test_fit_classifier_reaches_the_strongly_convex_optimum(x64):
+    # Hard labels: the NumPy cross-entropy's gradient (by central differences) vanishes there.
+    pts, lab = tiny_images(20, seed=2, dtype=np.float64)
+    wd = 0.1
+    y, _ = jax.jit(functools.partial(idl.fit_classifier, steps=3000, lr=0.5,
+                                     weight_decay=wd))((pts, lab))
+    w, b = np.asarray(y["W"]), np.asarray(y["b"])
+    onehot = np.eye(10)[lab]
+
+    def loss(w_):
+        return np_cross_entropy(pts @ w_ + b, onehot) + 0.5 * wd * np.sum(w_ ** 2)
+
+    eps, worst = 1e-5, 0.0
+    for i, j in [(0, 0), (3, 7), (15, 9), (8, 2)]:
+        e = np.zeros_like(w)
+        e[i, j] = eps
+        worst = max(worst, abs(loss(w + e) - loss(w - e)) / (2 * eps))
+    assert worst < 1e-7
+    assert float(idl.accuracy(y, pts, lab)) == 1.0
+    with pytest.raises(ValueError, match="`data` labels"):
+        idl.fit_classifier((pts, lab[:3]), steps=1, lr=0.1)
