@@ -97,6 +97,21 @@ def test_stochastic_fixed_point_deterministic_recursion_and_masking():
     np.testing.assert_allclose(z, [expected], rtol=1e-12)
 
 
+def test_sfp_step_sizes_meet_the_rate_conditions():
+    # Known answer: L = 4, mu = 1 gives alpha = 1/4, q = 3/4, 1 - q^2 = 7/16.
+    s = er.sfp_step_sizes(4.0, 1.0)
+    assert s["lr"] == pytest.approx(0.25)
+    assert s["beta"] == pytest.approx(2.0 * 16.0 / 7.0)
+    assert s["gamma"] == pytest.approx(4.0 * 16.0 / 7.0)
+    # q is the contraction factor of the gradient step on a Hessian with spectrum [mu, L].
+    q = er.contraction_constants(jnp.diag(jnp.array([1.0, 4.0])), s["lr"])["q"]
+    assert s["beta"] > 1.0 / (1.0 - q**2)
+    # Traced inputs (the chapter recomputes the steps at every outer iterate).
+    lam = jnp.array([0.1, 0.01])
+    b = jax.jit(jax.vmap(lambda m: er.sfp_step_sizes(1.0 + m, m)["beta"]))(lam)
+    np.testing.assert_allclose(b, 2.0 / (1.0 - (1.0 - lam / (1.0 + lam)) ** 2), rtol=1e-12)
+
+
 def test_log_schedule_and_inexact_descent():
     s = jnp.arange(6)
     np.testing.assert_array_equal(er.log_schedule(s, 3.0),

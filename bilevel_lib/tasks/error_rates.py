@@ -13,9 +13,9 @@ ITD", "Inexact Hypergradient Descent" and "Stochastic Bilevel Optimization"):
   features: the inner Hessian's null space moves with ``x`` when the penalty ``mu`` is 0;
 * :func:`log_schedule` and :func:`inexact_descent` -- inexact hypergradient descent (IHD)
   with a step-dependent estimator (the schedule ``t_s = k_s = ceil(kappa log(s + 1))``);
-* :func:`stochastic_fixed_point`, :func:`sid` and :func:`mse_split` -- stochastic implicit
-  differentiation (SID) on the logistic task, with decreasing step sizes, and the bias/variance
-  split of its mean squared error.
+* :func:`stochastic_fixed_point`, :func:`sfp_step_sizes`, :func:`sid` and :func:`mse_split` --
+  stochastic implicit differentiation (SID) on the logistic task, with decreasing step sizes
+  chosen by the tutorial's conditions, and the bias/variance split of its mean squared error.
 
 The deterministic estimators themselves are the core's (:mod:`bilevel_lib.hypergrad`).
 """
@@ -44,6 +44,7 @@ __all__ = [
     "log_schedule",
     "inexact_descent",
     "stochastic_fixed_point",
+    "sfp_step_sizes",
     "sid",
     "mse_split",
 ]
@@ -329,6 +330,41 @@ def stochastic_fixed_point(step_dir, z0, key, *, steps, max_steps, lr, beta, gam
         return jnp.where(j < steps, z_new, z), None
 
     return lax.scan(body, z0, jnp.arange(max_steps))[0]
+
+
+def sfp_step_sizes(lipschitz, strong_convexity, *, beta_factor=2.0, gamma_factor=2.0):
+    r"""Step sizes of :func:`stochastic_fixed_point` that meet the tutorial's conditions.
+
+    For gradient steps ``T(w) = w - alpha grad g(w)`` on a ``mu``-strongly convex, ``L``-smooth
+    ``g``:
+
+    .. math::
+
+        \alpha = \frac1L,\qquad q = 1 - \alpha\mu,\qquad
+        \beta = \frac{c_\beta}{1 - q^2} > \frac1{1 - q^2},\qquad \gamma = c_\gamma\,\beta
+
+    (``q`` the contraction factor of ``T``; ``gamma >= beta (1 + sigma_2)`` holds for variance
+    constants ``sigma_2 <= c_gamma - 1``). Works on traced values.
+
+    Args:
+      lipschitz: ``L``, an upper bound on the largest Hessian eigenvalue.
+      strong_convexity: ``mu``, a lower bound on the smallest one (``0 < mu <= L``).
+      beta_factor: ``c_beta > 1``.
+      gamma_factor: ``c_gamma >= 1``.
+
+    Returns:
+      dict with ``lr`` (alpha), ``beta`` and ``gamma``, the keyword arguments of
+      :func:`stochastic_fixed_point` and :func:`sid`.
+
+    Example:
+      >>> s = sfp_step_sizes(1.0, 0.5)        # alpha = 1, q = 1/2, beta = 2 / (3/4)
+      >>> [round(float(s[k]), 4) for k in ("lr", "beta", "gamma")]
+      [1.0, 2.6667, 5.3333]
+    """
+    lr = 1.0 / lipschitz
+    q = 1.0 - lr * strong_convexity
+    beta = beta_factor / (1.0 - q**2)
+    return {"lr": lr, "beta": beta, "gamma": gamma_factor * beta}
 
 
 def _batch_weights(key, n, size, max_size):
