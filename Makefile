@@ -94,6 +94,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_warm.py
 	$(PY) benchmarks/bench_singular.py
 	$(PY) benchmarks/bench_sweep.py
+	$(PY) benchmarks/bench_sharded.py
 
 clean:
 	rm -rf _build
