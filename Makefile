@@ -70,8 +70,6 @@ nbval: $(STAMP)
 	JAX_PLATFORMS=$(TEST_PLATFORM) $(PY) -m pytest -p no:cacheprovider --nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg \
 	  --nbval-cell-timeout 600 $(NOTEBOOKS)
 
-# HTML build from the stored outputs nbval has just verified, warnings as errors: a broken
-# reference, citation or figure fails it. (`make book` is the build that re-executes.)
 # nbval again under older instruction sets: what CI on another machine's CPU would see.
 test-portable: $(STAMP)
 	@for isa in $(PORTABLE_ISAS); do \
@@ -79,6 +77,8 @@ test-portable: $(STAMP)
 	  XLA_FLAGS="$$XLA_FLAGS --xla_cpu_max_isa=$$isa" $(MAKE) --no-print-directory nbval || exit 1; \
 	done
 
+# HTML build from the stored outputs nbval has just verified, warnings as errors: a broken
+# reference, citation or figure fails it. (`make book` is the build that re-executes.)
 html-check: $(STAMP)
 	@mkdir -p _build
 	@# The copy lives in _build/, and local extension paths are relative to the config file.

@@ -788,8 +788,11 @@ def sharded_vmap(run, keys, *, devices=None):
     sharded the same way, so each device runs its share of the seeds and nothing is gathered.
     A batch that does not divide evenly is padded with copies of its last entry, and the
     padding is cut from the outputs. The result equals the single-device ``vmap`` up to
-    float rounding. Each call traces and compiles ``run`` afresh (time a second call, not the
-    first).
+    float rounding; but XLA rounds a batch of one seed differently from a batch of eight, and
+    long warm-start runs amplify rounding (by about 1.4 a step on MNIST), so after thousands of
+    steps the per-seed results depend on how many seeds share a device, and only statistics
+    over seeds carry over (``benchmarks/bench_sharded.py`` measures it). Each call traces and
+    compiles ``run`` afresh (time a second call, not the first).
 
     Args:
       run: ``run(key) -> pytree of arrays``, e.g. ``functools.partial(warm_start_run,
