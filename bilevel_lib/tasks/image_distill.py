@@ -668,7 +668,7 @@ def augmentation_sample(n_train, noise_dim, *, n_val=None, batch_size=None):
 
     Fresh standard-normal noise for every training image at every outer step (drawn from
     ``key``, which ``blo`` folds with the step), and a minibatch of ``batch_size`` validation
-    indices out of ``n_val`` (``None``: the full validation set).
+    indices out of ``n_val``, drawn with replacement (``None``: the full validation set).
 
     Example:
       >>> import jax
@@ -707,7 +707,8 @@ def augmentation_run(key, train, validation, *, method="warm", outer_steps, inne
       method: ``"warm"`` or ``"cold"``.
       outer_steps: T; inner_steps: inner SGD steps per outer step (static ints).
       inner_lr, outer_lr: inner SGD and outer Adam step sizes.
-      noise_dim: k; batch_size: validation rows per step (``None``: all).
+      noise_dim: k; batch_size: validation rows per step, drawn with replacement
+        (``None``: all).
       weight_decay: inner L2 penalty.
 
     Returns:
