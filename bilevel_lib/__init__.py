@@ -24,20 +24,26 @@ Around it, and never imported by it:
 * :mod:`bilevel_lib.runtime` -- device report and the paper-scale switch.
 """
 
-from . import (
-    blo,
-    hypergrad,
-    linalg,
-    models,
-    plotting,
-    profiling,
-    quadratic,
-    runtime,
-    spectral,
-    tasks,
-)
+import importlib
+
+# The core loads with the package; the layers around it (matplotlib, the data loaders) load on
+# first use, so `import bilevel_lib.hypergrad` stays light.
+from . import blo, hypergrad, linalg, quadratic, runtime, spectral
 from .blo import cold_start, inner_gd, warm_start
 from .runtime import device_report, paper_scale
+
+_LAZY = ("tasks", "models", "profiling", "plotting")
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __version__ = "0.2.0"
 
