@@ -32,6 +32,7 @@ __all__ = [
     "max_eigenvalue",
     "effective_filter",
     "cg_filter",
+    "cg_direction_errors",
 ]
 
 
@@ -275,3 +276,60 @@ def cg_filter(lam, coeffs, at=None, *, steps, max_steps=None, guard=None):
     z = conjugate_gradient(lambda v: diag * v, rhs, steps=steps, max_steps=max_steps,
                            guard=guard)
     return z[lam.shape[0]:] / delta
+
+
+def cg_direction_errors(hess, rhs, *, max_steps, guard=None, rtol=None):
+    r"""The error of every CG iterate ``K = 0, ..., max_steps`` in each eigendirection of ``hess``.
+
+    With ``H = U diag(lambda) U^T`` (columns ``u_i``), ``v^* = H^+ b`` and ``v_K`` the ``K``-th
+    iterate of :func:`bilevel_lib.linalg.cg_solve` from ``v_0 = 0`` (with its breakdown guard),
+
+    .. math:: e_{K,i} = \lvert u_i^\top (v_K - v^*) \rvert
+        = \lvert 1 - \lambda_i\, p_K(\lambda_i) \rvert\, \frac{\lvert u_i^\top b \rvert}
+        {\lambda_i} \quad (\lambda_i > 0),
+
+    where ``p_K`` is CG's polynomial (:func:`cg_filter`). Dividing by the exact component
+    ``|u_i^T v^*|`` gives the fraction of the exact answer that CG still misses in direction
+    ``i``: it shows which curvature directions CG resolves first. In a null direction
+    (``lambda_i = 0``) the exact component is 0 and ``e_{K,i} = |u_i^T v_K|`` is what CG puts
+    there (nonzero only when ``b`` has a null-space component). The sweep over ``K`` is one
+    ``vmap`` of the library's CG with a traced step count.
+
+    Args:
+      hess: symmetric PSD (n, n) matrix.
+      rhs: the right-hand side ``b``, shape (n,).
+      max_steps: the largest iteration count ``K`` (static int >= 1).
+      guard: CG's breakdown threshold, as in :func:`bilevel_lib.linalg.cg_solve`.
+      rtol: zero threshold for the eigenvalues, as in :func:`pinv_filter`.
+
+    Returns:
+      ``(lam, errors, exact)``: the eigenvalues (ascending, (n,)), ``errors`` of shape
+      ``(max_steps + 1, n)`` with row ``K`` the errors ``e_{K,i}`` (row 0 is ``v_0 = 0``), and
+      ``exact = |U^T H^+ b|`` (n,).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> H, b = jnp.diag(jnp.array([1.0, 4.0])), jnp.array([1.0, 1.0])
+      >>> lam, err, exact = cg_direction_errors(H, b, max_steps=2)
+      >>> exact.tolist()                     # H^{-1} b = (1, 1/4)
+      [1.0, 0.25]
+      >>> # One step v_1 = (b.b / b.Hb) b = 0.4 b; two steps (two eigenvalues) are exact.
+      >>> [[round(e, 4) for e in row] for row in err.tolist()]
+      [[1.0, 0.25], [0.6, 0.15], [0.0, 0.0]]
+    """
+    hess, rhs = jnp.asarray(hess), jnp.asarray(rhs)
+    if hess.ndim != 2 or hess.shape[0] != hess.shape[1]:
+        raise ValueError(f"`hess` must be a square matrix; got shape {hess.shape}.")
+    n = hess.shape[0]
+    if rhs.shape != (n,):
+        raise ValueError(f"`rhs` must have shape ({n},); got {rhs.shape}.")
+    max_steps = _checks.check_steps(max_steps, "max_steps", allow_zero=False)
+    lam, vecs = jnp.linalg.eigh(0.5 * (hess + hess.T))
+    exact = pinv_filter(lam, rtol=rtol) * (vecs.T @ rhs)
+
+    def iterate(k):
+        return linalg.cg_solve(lambda v: hess @ v, rhs, steps=k, max_steps=max_steps,
+                               guard=guard)[0]
+
+    iterates = jax.vmap(iterate)(jnp.arange(max_steps + 1))
+    return lam, jnp.abs(iterates @ vecs - exact), jnp.abs(exact)
