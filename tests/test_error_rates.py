@@ -147,3 +147,65 @@ def test_accuracy_and_loss():
     X = jnp.array([[1.0, 0.0], [0.0, 1.0]])
     assert float(er.accuracy(jnp.array([1.0, -1.0]), X, jnp.array([1.0, -1.0]))) == 1.0
     assert float(er.logistic_loss(jnp.zeros(2), X, jnp.ones(2))) == pytest.approx(np.log(2))
+
+
+def test_inexact_descent_masked_sweep_matches_unmasked_runs():
+    # Known answer: descent on x^2 / 2 with step 1/2 halves x; steps s >= S freeze x.
+    est = lambda x, s: x
+    for S in (1, 3, 5):
+        xs, hs = er.inexact_descent(est, jnp.array(8.0), lr=0.5, steps=S, max_steps=5)
+        expected = [8.0 * 0.5 ** min(s, S) for s in range(5)]
+        np.testing.assert_allclose(xs, expected)
+        np.testing.assert_allclose(hs, [x if s < S else 0.0 for s, x in enumerate(expected)])
+    traced = jax.jit(jax.vmap(lambda S: er.inexact_descent(est, jnp.array(8.0), lr=0.5,
+                                                           steps=S, max_steps=5)[0]))
+    np.testing.assert_allclose(traced(jnp.array([2, 4]))[:, -1], [2.0, 0.5])
+
+
+def test_running_mean_sq_schedule_iterations_and_samples():
+    g = jnp.array([[1.0, 2.0], [2.0, 0.0], [0.0, 0.0]])
+    np.testing.assert_allclose(er.running_mean_sq(g), [5.0, 4.5, 3.0])
+    # t_s = ceil(kappa log(s + 1)) with kappa = 3: 0, 3, 4, 5 (by hand); N(S) = 2 sum t_s.
+    np.testing.assert_array_equal(er.schedule_iterations(er.log_schedule(jnp.arange(4), 3.0)),
+                                  [0, 6, 14, 24])
+    # N(S) grows like 2 kappa S log S.
+    big = float(er.schedule_iterations(er.log_schedule(jnp.arange(100000), 5.0))[-1])
+    assert big / (2 * 5.0 * 1e5 * np.log(1e5)) == pytest.approx(1.0, abs=0.1)
+    np.testing.assert_array_equal(er.sihd_samples(np.array([2, 5]), 1.5, batch=3),
+                                  [2 * 3 * 7, 5 * 8 * 7])
+
+
+def test_loglog_slope_of_power_laws():
+    n = np.array([1.0, 4.0, 16.0, 64.0])
+    assert er.loglog_slope(n, 3.0 * n**-0.5) == pytest.approx(-0.5, abs=1e-12)
+    assert er.loglog_slope(n, 2.0 * n**1.5) == pytest.approx(1.5, abs=1e-12)
+    with pytest.raises(ValueError, match="positive"):
+        er.loglog_slope(n, -n)
+
+
+def test_linear_map_sigma2_against_enumerated_minibatches():
+    # Known answer for a batch of one example: enumerate the n equally likely Hessians.
+    data = er.make_logistic(jax.random.PRNGKey(5), n_train=12, n_val=4, dim=3)
+    lam, w = 0.05, jnp.array([0.3, -0.2, 0.5])
+    inner, _ = er.logistic_objectives(data)
+    h_full = np.asarray(jax.hessian(inner, argnums=1)(jnp.array(lam), w))
+    def hess_i(i):
+        return np.asarray(jax.hessian(er.logistic_loss)(w, data.X[i:i + 1], data.y[i:i + 1]))
+
+    h_i = np.stack([hess_i(i) + lam * np.eye(3) for i in range(12)])
+
+    def ratio(v):        # Var[H_zeta v] / ||H v||^2
+        hv = h_i @ v
+        return float(np.mean(np.sum((hv - hv.mean(0)) ** 2, axis=1)) / np.sum((h_full @ v) ** 2))
+
+    s2 = er.linear_map_sigma2(data, jnp.array(lam), w, batch=1, log_lam=False)
+    rng = np.random.default_rng(0)
+    assert max(ratio(v) for v in rng.normal(size=(200, 3))) <= s2 * (1 + 1e-9)
+    # The maximizer is v = H^{-1} u with u the top eigenvector of H^{-1} M H^{-1}.
+    cov = np.mean(np.einsum("nij,nkj->nik", h_i, h_i), 0) - h_full @ h_full
+    hinv = np.linalg.inv(h_full)
+    top = np.linalg.eigh(hinv @ cov @ hinv)[1][:, -1]
+    assert ratio(hinv @ top) == pytest.approx(s2, rel=1e-9)
+    # Batch b divides the variance by b; log_lam only reparametrizes lambda.
+    s2_4 = er.linear_map_sigma2(data, jnp.log(lam), w, batch=4)
+    assert s2_4 == pytest.approx(s2 / 4, rel=1e-9)

@@ -12,10 +12,14 @@ ITD", "Inexact Hypergradient Descent" and "Stochastic Bilevel Optimization"):
 * :func:`scaled_ridge_objectives` -- ridge regression whose outer parameters scale the
   features: the inner Hessian's null space moves with ``x`` when the penalty ``mu`` is 0;
 * :func:`log_schedule` and :func:`inexact_descent` -- inexact hypergradient descent (IHD)
-  with a step-dependent estimator (the schedule ``t_s = k_s = ceil(kappa log(s + 1))``);
+  with a step-dependent estimator (the schedule ``t_s = k_s = ceil(kappa log(s + 1))``), and
+  for the complexity results :func:`running_mean_sq` (the average the theorems bound),
+  :func:`schedule_iterations` (total inner and linear-solve iterations), :func:`sihd_samples`
+  (samples used by stochastic IHD) and :func:`loglog_slope`;
 * :func:`stochastic_fixed_point`, :func:`sfp_step_sizes`, :func:`sid` and :func:`mse_split` --
   stochastic implicit differentiation (SID) on the logistic task, with decreasing step sizes
-  chosen by the tutorial's conditions, and the bias/variance split of its mean squared error.
+  chosen by the tutorial's conditions, and the bias/variance split of its mean squared error;
+  :func:`linear_map_sigma2` -- the variance constant ``sigma_2`` of SID's linear-system map.
 
 The deterministic estimators themselves are the core's (:mod:`bilevel_lib.hypergrad`).
 """
@@ -43,10 +47,15 @@ __all__ = [
     "scaled_ridge_objectives",
     "log_schedule",
     "inexact_descent",
+    "running_mean_sq",
+    "schedule_iterations",
+    "sihd_samples",
+    "loglog_slope",
     "stochastic_fixed_point",
     "sfp_step_sizes",
     "sid",
     "mse_split",
+    "linear_map_sigma2",
 ]
 
 
@@ -266,7 +275,7 @@ def log_schedule(s, kappa):
     return jnp.ceil(kappa * jnp.log(jnp.asarray(s, jnp.float32) + 1.0) - 1e-9).astype(jnp.int32)
 
 
-def inexact_descent(estimate, x0, *, lr, steps):
+def inexact_descent(estimate, x0, *, lr, steps, max_steps=None):
     r"""Inexact hypergradient descent ``x_{s+1} = x_s - alpha * estimate(x_s, s)``.
 
     The core loops (:mod:`bilevel_lib.blo`) take one hypergradient with fixed options; here the
@@ -277,23 +286,124 @@ def inexact_descent(estimate, x0, *, lr, steps):
       estimate: ``estimate(x, s) -> array like x`` (jit-able, ``s`` a traced int32).
       x0: starting outer parameters (array).
       lr: the outer step size alpha.
-      steps: S, the number of outer steps (static int).
+      steps: S, the number of outer steps (static int, or traced when ``max_steps`` is given:
+        one compilation for a sweep over S).
+      max_steps: static loop length; steps ``s >= S`` leave ``x`` unchanged and return
+        ``x_S`` and a zero estimate.
 
     Returns:
-      ``(xs, hs)``: the iterates ``x_0 .. x_{S-1}`` and the estimates used at them.
+      ``(xs, hs)``: the iterates ``x_0 .. x_{S-1}`` and the estimates used at them (padded to
+      ``max_steps`` as above).
 
     Example:
       >>> import jax.numpy as jnp
       >>> xs, hs = inexact_descent(lambda x, s: 2 * x, jnp.array(1.0), lr=0.25, steps=3)
       >>> xs.tolist()
       [1.0, 0.5, 0.25]
+      >>> inexact_descent(lambda x, s: 2 * x, jnp.array(1.0), lr=0.25, steps=2,
+      ...                 max_steps=3)[0].tolist()
+      [1.0, 0.5, 0.25]
     """
 
     def body(x, s):
         h = estimate(x, s)
+        if max_steps is not None:
+            h = jnp.where(s < steps, h, jnp.zeros_like(h))
         return x - lr * h, (x, h)
 
-    return lax.scan(body, jnp.asarray(x0), jnp.arange(steps, dtype=jnp.int32))[1]
+    length = steps if max_steps is None else max_steps
+    return lax.scan(body, jnp.asarray(x0), jnp.arange(length, dtype=jnp.int32))[1]
+
+
+def running_mean_sq(gs):
+    r"""The average squared norm over the first ``S`` steps, for every ``S``.
+
+    .. math:: \frac1S\sum_{s=0}^{S-1}\|g_s\|^2,\qquad S = 1, \dots, \text{len}(g)
+
+    the left-hand side of the IHD theorems (``g_s`` the exact hypergradients along a run).
+
+    Args:
+      gs: array ``(S_max, ...)``: one gradient per step (leading axis).
+
+    Returns:
+      array ``(S_max,)``; entry ``S - 1`` is the average over the first ``S`` steps.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> running_mean_sq(jnp.array([[3.0, 4.0], [1.0, 0.0]])).tolist()
+      [25.0, 13.0]
+    """
+    gs = jnp.asarray(gs)
+    sq = jnp.sum(gs.reshape(gs.shape[0], -1) ** 2, axis=1)
+    return jnp.cumsum(sq) / jnp.arange(1, gs.shape[0] + 1)
+
+
+def schedule_iterations(counts):
+    r"""Total inner plus linear-solve iterations of the first ``S`` outer steps, for every ``S``.
+
+    .. math:: N(S) = \sum_{s=0}^{S-1} (t_s + k_s) = 2\sum_{s=0}^{S-1} t_s
+              \quad (t_s = k_s)
+
+    With the log schedule ``t_s = ceil(kappa log(s + 1))``, ``N(S) ~ 2 kappa S log S``: an
+    average squared gradient ``O(1/S)`` then costs ``O(eps^-1 log eps^-1)`` iterations (the
+    tutorial's deterministic complexity).
+
+    Args:
+      counts: int array ``(S_max,)`` of ``t_s`` (e.g. :func:`log_schedule` of ``arange``).
+
+    Returns:
+      array ``(S_max,)``; entry ``S - 1`` is ``N(S)``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> schedule_iterations(log_schedule(jnp.arange(4), 2.0)).tolist()  # t_s = 0, 2, 3, 3
+      [0, 4, 10, 16]
+    """
+    return 2 * jnp.cumsum(jnp.asarray(counts))
+
+
+def sihd_samples(steps, c, *, batch):
+    r"""Samples drawn by ``S`` steps of stochastic IHD with ``t_s = k_s = J_s = ceil(c S)``.
+
+    Each SID estimate draws ``t`` inner and ``k`` linear-solve minibatches of ``batch``
+    training examples and ``J`` validation examples:
+
+    .. math:: n(S) = S\,\lceil cS\rceil\,(2b + 1) = O(S^2)
+
+    so an average squared gradient ``O(1/S)`` costs ``O(eps^-2)`` samples (the tutorial's
+    stochastic sample complexity).
+
+    Args:
+      steps: ``S`` (int or int array).
+      c: the constant ``c > 0``.
+      batch: the training minibatch ``b`` of both solvers.
+
+    Returns:
+      ``n(S)`` (NumPy int or int array).
+
+    Example:
+      >>> sihd_samples(4, 8, batch=4).tolist()      # 4 * 32 * 9
+      1152
+    """
+    s = np.asarray(steps)
+    return s * np.ceil(c * s - 1e-9).astype(np.int64) * (2 * batch + 1)
+
+
+def loglog_slope(n, y):
+    r"""Least-squares slope of ``log y`` against ``log n``: the exponent of a power law.
+
+    .. math:: y \approx C n^{a} \;\Rightarrow\; \hat a = \arg\min_a \min_b
+              \sum_i (\log y_i - a \log n_i - b)^2
+
+    Example:
+      >>> import numpy as np
+      >>> round(loglog_slope(np.array([1.0, 10.0, 100.0]), np.array([3.0, 0.3, 0.03])), 6)
+      -1.0
+    """
+    n, y = np.asarray(n, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if np.any(n <= 0) or np.any(y <= 0):
+        raise ValueError("`n` and `y` must be positive.")
+    return float(np.polyfit(np.log(n), np.log(y), 1)[0])
 
 
 def stochastic_fixed_point(step_dir, z0, key, *, steps, max_steps, lr, beta, gamma):
@@ -464,3 +574,51 @@ def mse_split(estimates, exact):
     dev = estimates - mean
     var = jnp.mean(jnp.sum(dev**2, axis=axes) if axes else dev**2)
     return mse, bias2, var
+
+
+def linear_map_sigma2(data, x, w, *, batch, log_lam=True):
+    r"""The smallest variance constant ``sigma_2`` of SID's linear-system map at ``w``.
+
+    The map is ``T(v, zeta) = v - alpha (H_zeta v - b)`` with ``H_zeta`` the Hessian of a
+    with-replacement minibatch of ``batch`` training examples (as in :func:`sid`). Its variance
+    is quadratic in ``v``, ``V[T(v)] = alpha^2 v^T M v`` with
+
+    .. math::
+
+        M = \frac1b\Big(\frac1n\sum_i h_i^2\|x_i\|^2 x_i x_i^\top - H_0^2\Big),\qquad
+        H_0 = \frac1n\sum_i h_i x_i x_i^\top,\quad h_i = \sigma'(y_i x_i^\top w)
+
+    and ``||T(v) - v||^2 = alpha^2 ||H v - b||^2`` with ``H = H_0 + lambda I``. The condition
+    ``V[T(v)] <= sigma_1 + sigma_2 ||T(v) - v||^2`` holds for some finite ``sigma_1`` exactly
+    when ``sigma_2 >= lambda_max(H^-1 M H^-1)``, which this returns (independent of ``alpha``
+    and ``b``). The inner map has ``sigma_2 = 0``: its per-example gradients are bounded.
+
+    Args:
+      data: the logistic task's :class:`~bilevel_lib.tasks.ridge.RidgeData`.
+      x: the outer parameter (``lambda``, or ``log lambda`` with ``log_lam=True``).
+      w: the inner point the linear system is set up at.
+      batch: the training minibatch size ``b``.
+
+    Returns:
+      float ``sigma_2``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> data = make_logistic(jax.random.PRNGKey(0), n_train=20, dim=3)
+      >>> s1 = linear_map_sigma2(data, jnp.array(0.1), jnp.zeros(3), batch=1, log_lam=False)
+      >>> s4 = linear_map_sigma2(data, jnp.array(0.1), jnp.zeros(3), batch=4, log_lam=False)
+      >>> bool(abs(s1 - 4 * s4) < 1e-9 * s1)
+      True
+    """
+    X = np.asarray(data.X, dtype=np.float64)
+    y = np.asarray(data.y, dtype=np.float64)
+    lam = float(_penalty(x, log_lam))
+    m = y * (X @ np.asarray(w, dtype=np.float64))
+    sig = 1.0 / (1.0 + np.exp(-m))
+    h = sig * (1.0 - sig)
+    n, d = X.shape
+    h0 = (X * h[:, None]).T @ X / n
+    second = (X * (h**2 * np.sum(X**2, axis=1))[:, None]).T @ X / n
+    cov = (second - h0 @ h0) / batch
+    hinv = np.linalg.inv(h0 + lam * np.eye(d))
+    return float(np.linalg.eigvalsh(hinv @ cov @ hinv)[-1])
