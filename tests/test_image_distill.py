@@ -21,6 +21,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from bilevel_lib import blo
@@ -378,3 +379,125 @@ def test_fit_classifier_reaches_the_strongly_convex_optimum(x64):
     assert float(idl.accuracy(y, pts, lab)) == 1.0
     with pytest.raises(ValueError, match="`data` labels"):
         idl.fit_classifier((pts, lab[:3]), steps=1, lr=0.1)
+
+
+# ----- optimizers as arguments ------------------------------------------------------------------
+
+
+def _hand_grads(pts, lab, wd=0.0):
+    """``inner``, ``outer`` and the one-step unrolled hypergradient, written out directly."""
+
+    def ce(logits, targets):
+        return -jnp.mean(jnp.sum(targets * jax.nn.log_softmax(logits), axis=1))
+
+    def inner(x, y):
+        return (ce(x["points"] @ y["W"] + y["b"], jax.nn.softmax(x["label_logits"]))
+                + 0.5 * wd * jnp.sum(y["W"] ** 2))
+
+    def outer(y):
+        return ce(pts @ y["W"] + y["b"], jax.nn.one_hot(lab, 10, dtype=pts.dtype))
+
+    return inner, outer
+
+
+def test_warm_start_run_with_given_optimizers_equals_the_loop_by_hand(x64):
+    # Adam (b1 = 0.5, b2 = 0.99, eps = 1e-6) on the images and SGD on the label logits,
+    # written out in NumPy, around one inner SGD step and its unrolled hypergradient.
+    pts, lab = tiny_images(30, dtype=np.float64)
+    alpha, lr_p, lr_l, b1, b2, eps, steps = 0.5, 0.05, 0.3, 0.5, 0.99, 1e-6, 12
+    opt = idl.learned_data_opt(optax.adam(lr_p, b1=b1, b2=b2, eps=eps), optax.sgd(lr_l))
+    key = jax.random.PRNGKey(3)
+    x_run, y_run, trace = idl.warm_start_run(key, (pts, lab), num_learned=2, outer_steps=steps,
+                                             inner_lr=alpha, outer_opt=opt, trace_points=True)
+    inner, outer = _hand_grads(pts, lab)
+    x = idl.init_learned(jax.random.split(key)[0], 2, 16)
+    y = idl.init_classifier(16)
+    mom, vel = np.zeros((2, 16)), np.zeros((2, 16))
+    def step(x_, y_):
+        return jax.tree_util.tree_map(lambda a, d: a - alpha * d, y_,
+                                      jax.grad(inner, argnums=1)(x_, y_))
+
+    for t in range(1, steps + 1):
+        np.testing.assert_allclose(np.asarray(trace["points"][t - 1]), np.asarray(x["points"]),
+                                   rtol=1e-9, atol=1e-12)
+        y_new = step(x, y)                                  # the inner SGD step
+        g = jax.grad(lambda x_, y_=y_new: outer(step(x_, y_)))(x)  # through one more step
+        gp = np.asarray(g["points"])
+        mom = b1 * mom + (1 - b1) * gp
+        vel = b2 * vel + (1 - b2) * gp ** 2
+        mhat, vhat = mom / (1 - b1 ** t), vel / (1 - b2 ** t)
+        x = {"points": x["points"] - lr_p * mhat / (np.sqrt(vhat) + eps),
+             "label_logits": x["label_logits"] - lr_l * g["label_logits"]}
+        y = y_new
+    for k in ("points", "label_logits"):
+        np.testing.assert_allclose(np.asarray(x_run[k]), np.asarray(x[k]), rtol=1e-8,
+                                   atol=1e-10)
+    for k in ("W", "b"):
+        np.testing.assert_allclose(np.asarray(y_run[k]), np.asarray(y[k]), rtol=1e-8,
+                                   atol=1e-10)
+
+
+def test_cold_start_run_with_given_optimizers_and_start_equals_the_loop_by_hand(x64):
+    # Full batch: x <- x - beta d/dx F(x, Phi_K(y0, x)), Phi_K = K momentum-SGD steps from a
+    # random y0, written out; the gradient of the re-training by jax.grad of the loop.
+    pts, lab = tiny_images(30, dtype=np.float64)
+    alpha, mu, beta, K, steps = 0.5, 0.5, 0.2, 6, 8
+    key = jax.random.PRNGKey(5)
+    y0 = idl.init_classifier(16, key=jax.random.PRNGKey(9), scale=0.1)
+    x_run, y_run, _ = idl.cold_start_run(
+        key, (pts, lab), num_learned=2, outer_steps=steps, inner_steps=K, inner_lr=alpha,
+        inner_opt=optax.sgd(alpha, momentum=mu), outer_opt=optax.sgd(beta), y0=y0)
+    inner, outer = _hand_grads(pts, lab)
+
+    def phi(x_):
+        y, v = y0, jax.tree_util.tree_map(jnp.zeros_like, y0)
+        for _ in range(K):
+            g = jax.grad(inner, argnums=1)(x_, y)
+            v = jax.tree_util.tree_map(lambda v_, g_: mu * v_ + g_, v, g)
+            y = jax.tree_util.tree_map(lambda y_, v_: y_ - alpha * v_, y, v)
+        return y
+
+    x = idl.init_learned(jax.random.split(key)[0], 2, 16)
+    for _ in range(steps):
+        g = jax.grad(lambda x_: outer(phi(x_)))(x)
+        x = jax.tree_util.tree_map(lambda a, b: a - beta * b, x, g)
+    for k in ("points", "label_logits"):
+        np.testing.assert_allclose(np.asarray(x_run[k]), np.asarray(x[k]), rtol=1e-8,
+                                   atol=1e-10)
+    y = phi(x)
+    for k in ("W", "b"):
+        np.testing.assert_allclose(np.asarray(y_run[k]), np.asarray(y[k]), rtol=1e-8,
+                                   atol=1e-10)
+
+
+def test_cold_start_from_zero_predicts_at_most_two_classes_with_one_image(x64):
+    # From W = 0, b = 0 every SGD step on one image v adds v^T g to W and g to b (the same
+    # g), so W = v^T c and b = c: the logits of image u are (u . v + 1) c, whose arg-max is
+    # arg-max c or arg-min c.
+    pts, lab = tiny_images(40, dtype=np.float64)
+    x, y, _ = idl.cold_start_run(jax.random.PRNGKey(0), (pts, lab), num_learned=1,
+                                 outer_steps=20, inner_steps=30, inner_lr=0.5, outer_lr=0.05)
+    logits = np.asarray(idl.classify(y, pts))
+    c = np.asarray(y["b"])
+    scale = np.asarray(pts) @ np.asarray(x["points"][0]) + 1.0
+    np.testing.assert_allclose(logits, np.outer(scale, c), rtol=1e-9, atol=1e-12)
+    assert set(logits.argmax(1)) <= {int(c.argmax()), int(c.argmin())}
+
+
+def test_optimizer_arguments_are_checked():
+    kw = dict(original=tiny_images(), num_learned=2, outer_steps=2, inner_lr=0.1)
+    key = jax.random.PRNGKey(0)
+    with pytest.raises(TypeError, match="exactly one of `outer_lr`"):
+        idl.warm_start_run(key, **kw)
+    with pytest.raises(TypeError, match="exactly one of `outer_lr`"):
+        idl.warm_start_run(key, outer_lr=0.1, outer_opt=optax.sgd(0.1), **kw)
+    with pytest.raises(TypeError, match="`inner_opt` must be an optax"):
+        idl.warm_start_run(key, outer_lr=0.1, inner_opt=0.1, **kw)
+    with pytest.raises(ValueError, match="leave `inner_opt` unset"):
+        idl.cold_start_run(key, outer_lr=0.1, inner_steps=2, inner_opt=optax.sgd(0.1),
+                           batch_size=5, **kw)
+    with pytest.raises(ValueError, match="leave `inner_opt` unset"):
+        idl.augmentation_run(key, tiny_images(), tiny_images(), method="cold", outer_steps=1,
+                             inner_lr=0.1, outer_lr=0.1, inner_opt=optax.sgd(0.1))
+    with pytest.raises(TypeError, match="exactly one of `lr`"):
+        idl.fit_classifier(tiny_images(), steps=1, lr=0.1, optimizer=optax.sgd(0.1))

@@ -31,9 +31,11 @@ generalises.
 
 Runs (:func:`warm_start_run`, :func:`cold_start_run`, :func:`augmentation_run`) are the loops
 of :mod:`bilevel_lib.blo` (one ``lax.scan``), take a PRNG key first and are ``jit``- and
-``vmap``-able over it; :func:`sharded_vmap` runs such a sweep with its seed axis sharded over
-every visible device. "Warm-start + re-training" is :func:`retrain_accuracy`: a fresh
-classifier trained on the final learned data alone.
+``vmap``-able over it; their optimizers are optax transformations (``outer_opt``,
+``inner_opt``; :func:`learned_data_opt` gives images and soft labels their own);
+:func:`sharded_vmap` runs such a sweep with its seed axis sharded over every visible device.
+"Warm-start + re-training" is :func:`retrain_accuracy`: a fresh classifier trained on the
+final learned data alone.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ __all__ = [
     "accuracy",
     "evaluate",
     "init_learned",
+    "learned_data_opt",
     "objectives",
     "warm_start_run",
     "cold_start_run",
@@ -338,16 +341,58 @@ def _minibatch_sample(n, batch_size):
     return sample
 
 
-def _outer_opt(outer_lr, box):
-    opt = optax.adam(outer_lr)
-    return opt if box is None else optax.chain(opt, distill.keep_in_box(*box))
+def _optimizers(outer_lr, outer_opt, inner_lr, inner_opt, box=None):
+    """The run's ``(outer_opt, inner_opt)``: the given optax transformations or the defaults."""
+    if (outer_lr is None) == (outer_opt is None):
+        raise TypeError("give exactly one of `outer_lr` (for the default optax.adam(outer_lr)) "
+                        "and `outer_opt` (an optax transformation).")
+    outer_opt = optax.adam(outer_lr) if outer_opt is None else outer_opt
+    inner_opt = optax.sgd(inner_lr) if inner_opt is None else inner_opt
+    for opt, name in ((outer_opt, "outer_opt"), (inner_opt, "inner_opt")):
+        if not (hasattr(opt, "init") and hasattr(opt, "update")):
+            raise TypeError(f"`{name}` must be an optax.GradientTransformation; got "
+                            f"{type(opt).__name__}.")
+    if box is not None:
+        outer_opt = optax.chain(outer_opt, distill.keep_in_box(*box))
+    return outer_opt, inner_opt
 
 
-def _slim(trace):
+def learned_data_opt(points, label_logits):
+    r"""One optax transformation for the learned data, another for their soft-label logits.
+
+    ``optax.multi_transform`` over ``x = {"points", "label_logits"}``: the images move with
+    ``points`` and the logits ``\ell_i`` with ``label_logits``, e.g. two Adams with their own
+    step sizes. Pass it as ``outer_opt`` of :func:`warm_start_run` or :func:`cold_start_run`.
+
+    Args:
+      points: optax ``GradientTransformation`` for ``x["points"]``.
+      label_logits: optax ``GradientTransformation`` for ``x["label_logits"]``.
+
+    Returns:
+      An optax ``GradientTransformation`` for the dict ``x``.
+
+    Example:
+      >>> import jax.numpy as jnp, optax
+      >>> opt = learned_data_opt(optax.sgd(0.5), optax.sgd(2.0))
+      >>> x = {"points": jnp.ones(2), "label_logits": jnp.ones(3)}
+      >>> g = {"points": jnp.ones(2), "label_logits": jnp.ones(3)}
+      >>> u, _ = opt.update(g, opt.init(x), x)
+      >>> u["points"].tolist(), u["label_logits"].tolist()
+      ([-0.5, -0.5], [-2.0, -2.0, -2.0])
+    """
+    return optax.multi_transform(
+        {"points": points, "label_logits": label_logits},
+        lambda x: {k: k for k in x})
+
+
+def _slim(trace, keep_points=False):
     # The learned images stacked over T steps are T m d floats: keep the soft-label logits
-    # (paper Fig. 9b) and drop the images, which jit then never materialises.
+    # (paper Fig. 9b) and drop the images (unless asked), which jit then never materialises.
     trace = dict(trace)
-    trace["label_logits"] = trace.pop("x")["label_logits"]
+    x = trace.pop("x")
+    trace["label_logits"] = x["label_logits"]
+    if keep_points:
+        trace["points"] = x["points"]
     if "monitor" in trace:
         trace["accuracy"] = trace.pop("monitor")
     return trace
@@ -359,8 +404,13 @@ _RUN_ARGS = r"""
       original: ``(points (N, d), labels (N,))``, the original set of the outer objective.
       num_learned: m, learned images in total (see :func:`init_learned` for the rule).
       outer_steps: T (static int).
-      inner_lr: inner SGD step size alpha.
-      outer_lr: outer Adam step size.
+      inner_lr: inner SGD step size alpha (the step the hypergradient differentiates).
+      outer_lr: step size of the default outer optimizer ``optax.adam(outer_lr)``; give it
+        or ``outer_opt``, not both.
+      outer_opt: optax ``GradientTransformation`` for ``x`` (e.g. ``optax.adam(1e-2,
+        eps=1e-4)``, or :func:`learned_data_opt` for separate images and labels).
+      inner_opt: optax ``GradientTransformation`` for the classifier (default
+        ``optax.sgd(inner_lr)``).
       batch_size: outer minibatch of the original set per step, drawn with replacement
         (``None``: all of it).
       weight_decay: L2 penalty of the inner problem.
@@ -374,27 +424,38 @@ _RUN_ARGS = r"""
         learned data (:func:`retrain_accuracy`), each ``{name: (T / eval_every,)}``.
       eval_every: record after every that many outer steps (a divisor of T).
       retrain: keyword arguments of :func:`retrain_accuracy` (``steps``, ``lr``, ...).
+      y0: the classifier the run starts from (default: zero weights and bias; e.g.
+        :func:`init_classifier` with a ``key`` for a random start). Cold start re-trains
+        from it at every outer step.
+      trace_points: also keep the learned images of every step, ``trace["points"]``
+        ``(T, m, d)`` (memory T m d floats).
 """
 
 
-def warm_start_run(key, original, *, num_learned, outer_steps, inner_lr, outer_lr,
-                   inner_steps=1, batch_size=None, weight_decay=0.0, box=None, init=None,
-                   eval_sets=None, eval_every=None, retrain=None):
+def warm_start_run(key, original, *, num_learned, outer_steps, inner_lr, outer_lr=None,
+                   outer_opt=None, inner_opt=None, inner_steps=1, batch_size=None,
+                   weight_decay=0.0, box=None, init=None, y0=None, eval_sets=None,
+                   eval_every=None, retrain=None, trace_points=False):
     return _distill_run(key, original, num_learned=num_learned, outer_steps=outer_steps,
-                        inner_lr=inner_lr, outer_lr=outer_lr, inner_steps=inner_steps,
+                        inner_lr=inner_lr, outer_lr=outer_lr, outer_opt=outer_opt,
+                        inner_opt=inner_opt, inner_steps=inner_steps,
                         batch_size=batch_size, weight_decay=weight_decay, box=box, init=init,
-                        warm=True, eval_sets=eval_sets, eval_every=eval_every,
-                        retrain=retrain)
+                        y0=y0, warm=True, eval_sets=eval_sets, eval_every=eval_every,
+                        retrain=retrain, trace_points=trace_points)
 
 
 warm_start_run.__doc__ = r"""Alternating warm-start distillation (the paper's "warm-start").
 
-    :func:`bilevel_lib.blo.warm_start` from the zero classifier: ``inner_steps`` SGD steps on
-    the learned data, then one Adam step on ``x`` along the hypergradient of one unrolled
-    step (``bilevel_lib.hypergrad.unroll``, ``steps=1``), ``y`` carried over:
+    :func:`bilevel_lib.blo.warm_start` from the zero classifier (or ``y0``): ``inner_steps``
+    steps of ``inner_opt`` (SGD of step ``inner_lr`` by default) on the learned data, then one
+    step of ``outer_opt`` (Adam of step ``outer_lr`` by default) on ``x`` along the
+    hypergradient of one unrolled SGD step of size ``inner_lr``
+    (``bilevel_lib.hypergrad.unroll``, ``steps=1``), ``y`` carried over:
 
     .. math:: y_{t+1} = y_t - \alpha\nabla_y f(x_t, y_t),\qquad
-              x_{t+1} = x_t - \beta\,\mathrm{Adam}\Big(\tfrac{d}{dx}F\big(x, y_{t+1}(x)\big)\Big)
+              x_{t+1} = x_t + \mathrm{opt}\Big(\tfrac{d}{dx}F\big(x, y_{t+1}(x)\big)\Big)
+
+    With another ``inner_opt`` the hypergradient still differentiates the SGD step.
     """ + _RUN_ARGS + r"""
       inner_steps: inner steps per outer step (1: alternating).
 
@@ -416,13 +477,15 @@ warm_start_run.__doc__ = r"""Alternating warm-start distillation (the paper's "w
 
 
 def cold_start_run(key, original, *, num_learned, outer_steps, inner_steps, inner_lr,
-                   outer_lr, batch_size=None, weight_decay=0.0, box=None, init=None,
-                   eval_sets=None, eval_every=None, retrain=None):
+                   outer_lr=None, outer_opt=None, inner_opt=None, batch_size=None,
+                   weight_decay=0.0, box=None, init=None, y0=None, eval_sets=None,
+                   eval_every=None, retrain=None, trace_points=False):
     return _distill_run(key, original, num_learned=num_learned, outer_steps=outer_steps,
-                        inner_lr=inner_lr, outer_lr=outer_lr, inner_steps=inner_steps,
+                        inner_lr=inner_lr, outer_lr=outer_lr, outer_opt=outer_opt,
+                        inner_opt=inner_opt, inner_steps=inner_steps,
                         batch_size=batch_size, weight_decay=weight_decay, box=box, init=init,
-                        warm=False, eval_sets=eval_sets, eval_every=eval_every,
-                        retrain=retrain)
+                        y0=y0, warm=False, eval_sets=eval_sets, eval_every=eval_every,
+                        retrain=retrain, trace_points=trace_points)
 
 
 cold_start_run.__doc__ = r"""Cold-start distillation: re-train from zero at every outer step.
@@ -472,8 +535,9 @@ def _monitor(eval_sets, eval_every, retrain, outer_steps):
     return dict(monitor=monitor, monitor_every=eval_every)
 
 
-def _distill_run(key, original, *, num_learned, outer_steps, inner_lr, outer_lr, inner_steps,
-                 batch_size, weight_decay, box, init, warm, eval_sets, eval_every, retrain):
+def _distill_run(key, original, *, num_learned, outer_steps, inner_lr, outer_lr, outer_opt,
+                 inner_opt, inner_steps, batch_size, weight_decay, box, init, y0, warm,
+                 eval_sets, eval_every, retrain, trace_points):
     points, labels = _check_data(*original, "original")
     m = _check_num_learned(num_learned, NUM_CLASSES)
     if m > points.shape[0]:
@@ -483,10 +547,15 @@ def _distill_run(key, original, *, num_learned, outer_steps, inner_lr, outer_lr,
         )
     init_key, batch_key = jax.random.split(key)
     x0 = init_learned(init_key, m, points.shape[1], **(init or {}))
-    y0 = init_classifier(points.shape[1], NUM_CLASSES)
+    if y0 is None:
+        y0 = init_classifier(points.shape[1], NUM_CLASSES)
     inner, outer = objectives(points, labels, weight_decay=weight_decay)
     sample = None if batch_size is None else _minibatch_sample(points.shape[0], batch_size)
-    common = dict(outer_opt=_outer_opt(outer_lr, box), inner_opt=optax.sgd(inner_lr),
+    if not warm and sample is not None and inner_opt is not None:
+        raise ValueError("cold start with `batch_size` differentiates SGD re-training of step "
+                         "`inner_lr`: leave `inner_opt` unset (or use the full batch).")
+    outer_opt, inner_opt = _optimizers(outer_lr, outer_opt, inner_lr, inner_opt, box)
+    common = dict(outer_opt=outer_opt, inner_opt=inner_opt,
                   outer_steps=outer_steps, inner_steps=inner_steps)
     if sample is not None:
         common.update(key=batch_key, sample=sample)
@@ -500,7 +569,7 @@ def _distill_run(key, original, *, num_learned, outer_steps, inner_lr, outer_lr,
         hg = distill.full_unroll(y0, steps=inner_steps, lr=inner_lr)
         x, _, trace = blo.cold_start(inner, outer, x0, y0, hypergrad=hg, **common)
         y = blo.inner_gd(inner, x, y0, lr=inner_lr, steps=inner_steps)
-    return x, y, _slim(trace)
+    return x, y, _slim(trace, trace_points)
 
 
 def retrain(x, *, steps, lr, weight_decay=0.0, y0=None):
@@ -554,11 +623,12 @@ def retrain_accuracy(x, eval_sets, *, steps, lr, weight_decay=0.0):
     return evaluate(y, eval_sets)
 
 
-def fit_classifier(data, *, steps, lr, weight_decay=0.0):
+def fit_classifier(data, *, steps, lr=None, optimizer=None, weight_decay=0.0):
     r"""Train the linear classifier on ``data`` itself: the reference a distillation aims at.
 
-    Full-batch SGD from the zero classifier on the cross-entropy of ``data = (points,
-    labels)`` (:func:`bilevel_lib.blo.minimize`). On Table 3's original set this is the
+    Full-batch ``optimizer`` (default ``optax.sgd(lr)``; give ``lr`` or ``optimizer``) from
+    the zero classifier on the cross-entropy of ``data = (points, labels)``
+    (:func:`bilevel_lib.blo.minimize`). On Table 3's original set this is the
     accuracy a classifier *could* reach on it, the ceiling of every method that is measured
     there.
 
@@ -572,9 +642,11 @@ def fit_classifier(data, *, steps, lr, weight_decay=0.0):
       (1.0, True)
     """
     pts, lab = _check_data(*data, "data")
+    if (lr is None) == (optimizer is None):
+        raise TypeError("give exactly one of `lr` (for optax.sgd(lr)) and `optimizer`.")
     y0 = init_classifier(pts.shape[1], NUM_CLASSES, dtype=pts.dtype)
     return blo.minimize(lambda y: classifier_loss(y, pts, lab, weight_decay=weight_decay), y0,
-                        steps=steps, optimizer=optax.sgd(lr))
+                        steps=steps, optimizer=optax.sgd(lr) if optimizer is None else optimizer)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -692,7 +764,8 @@ def augmentation_sample(n_train, noise_dim, *, n_val=None, batch_size=None):
 
 
 def augmentation_run(key, train, validation, *, method="warm", outer_steps, inner_lr,
-                     outer_lr, inner_steps=1, noise_dim=8, batch_size=None, weight_decay=0.0):
+                     outer_lr=None, outer_opt=None, inner_opt=None, inner_steps=1, noise_dim=8,
+                     batch_size=None, weight_decay=0.0):
     r"""Tune the linear augmentation net on the validation set (Table 3, right).
 
     ``method="warm"``: :func:`bilevel_lib.blo.warm_start` with a one-step unrolled
@@ -706,7 +779,11 @@ def augmentation_run(key, train, validation, *, method="warm", outer_steps, inne
       train, validation: ``(points, labels)`` pairs.
       method: ``"warm"`` or ``"cold"``.
       outer_steps: T; inner_steps: inner SGD steps per outer step (static ints).
-      inner_lr, outer_lr: inner SGD and outer Adam step sizes.
+      inner_lr: inner SGD step size (the step the hypergradient differentiates).
+      outer_lr: step size of the default ``optax.adam(outer_lr)`` for ``theta``; or
+      outer_opt: any optax ``GradientTransformation`` for ``theta`` (give one of the two).
+      inner_opt: optax ``GradientTransformation`` of warm start's classifier steps (default
+        ``optax.sgd(inner_lr)``; cold start re-trains with SGD of step ``inner_lr``).
       noise_dim: k; batch_size: validation rows per step, drawn with replacement
         (``None``: all).
       weight_decay: inner L2 penalty.
@@ -732,7 +809,11 @@ def augmentation_run(key, train, validation, *, method="warm", outer_steps, inne
     y0 = init_classifier(train_pts.shape[1], NUM_CLASSES)
     sample = augmentation_sample(train_pts.shape[0], noise_dim, n_val=n_val,
                                  batch_size=batch_size)
-    common = dict(outer_opt=optax.adam(outer_lr), inner_opt=optax.sgd(inner_lr),
+    if method == "cold" and inner_opt is not None:
+        raise ValueError("cold start differentiates SGD re-training of step `inner_lr`: leave "
+                         "`inner_opt` unset.")
+    outer_opt, inner_opt = _optimizers(outer_lr, outer_opt, inner_lr, inner_opt)
+    common = dict(outer_opt=outer_opt, inner_opt=inner_opt,
                   outer_steps=outer_steps, inner_steps=inner_steps, key=key, sample=sample)
     if method == "warm":
         hg = functools.partial(hypergrad.unroll, steps=1, lr=inner_lr)
