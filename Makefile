@@ -93,6 +93,7 @@ html-check: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -r benchmarks/requirements.txt
 	$(PY) benchmarks/bench_jaxopt.py
+	$(PY) benchmarks/bench_lineax.py
 	$(PY) benchmarks/bench_points.py
 	$(PY) benchmarks/bench_warm.py
 	$(PY) benchmarks/bench_singular.py

@@ -28,9 +28,7 @@ Run: ``pip install -r benchmarks/requirements.txt && python benchmarks/bench_jax
 
 from __future__ import annotations
 
-import argparse
 import functools
-import statistics
 import sys
 import time
 
@@ -38,6 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from common import make_parser, max_abs_diff, time_alternating, to_dtype, tree_norm
 from jax.flatten_util import ravel_pytree
 
 from bilevel_lib import hypergrad, runtime
@@ -50,10 +49,6 @@ except ImportError:  # pragma: no cover - a clear message instead of a traceback
 WIDTH = 64
 CG_STEPS = 20
 RIDGE = 1e-2  # per-layer ridge penalty exp(x_l) at the benchmark point
-
-
-def to_dtype(tree, dtype):
-    return jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype), tree)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -162,34 +157,6 @@ def jaxopt_hypergrad(inner, outer, y_star, *, maxiter, tol):
     return jax.grad(outer_of_x)
 
 
-# ---------------------------------------------------------------------------------------------
-# Timing
-# ---------------------------------------------------------------------------------------------
-
-
-def time_alternating(fns, args, *, rounds, reps):
-    """Per-call seconds for each fn: median over ``rounds`` of the mean over ``reps`` calls.
-
-    The functions take turns round by round, so a burst of load on a shared machine hits both.
-    """
-    per_call = {name: [] for name in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            for _ in range(reps):
-                jax.block_until_ready(fn(*args))
-            per_call[name].append((time.perf_counter() - start) / reps)
-    return {name: (statistics.median(t), min(t)) for name, t in per_call.items()}
-
-
-def tree_norm(tree):
-    return float(jnp.sqrt(sum(jnp.sum(leaf**2) for leaf in jax.tree_util.tree_leaves(tree))))
-
-
-def max_abs_diff(a, b):
-    return float(jnp.max(jnp.abs(jnp.asarray(a) - jnp.asarray(b))))
-
-
 def make_problem(n_train, dim, dtype):
     """The problem the scripts share: ``(data, inner, outer, x, y0)``; prints a summary."""
     key_data, key_init = jax.random.split(jax.random.PRNGKey(0))
@@ -204,11 +171,9 @@ def make_problem(n_train, dim, dtype):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = make_parser(__doc__, rounds=15, reps=20)
     parser.add_argument("--n-train", type=int, default=512)
     parser.add_argument("--dim", type=int, default=8)
-    parser.add_argument("--rounds", type=int, default=15)
-    parser.add_argument("--reps", type=int, default=20)
     parser.add_argument("--lbfgs-iters", type=int, default=1000)
     parser.add_argument("--skip-exact", action="store_true",
                         help="skip the float64 exact-vs-jaxopt agreement check")

@@ -24,7 +24,6 @@ Run: ``python benchmarks/bench_points.py`` (about 3 minutes on 2 CPU cores, more
 
 from __future__ import annotations
 
-import argparse
 import functools
 import sys
 import time
@@ -40,19 +39,13 @@ from bench_jaxopt import (
     newton_polish,
     objectives,
     solve_inner,
-    time_alternating,
-    to_dtype,
 )
+from common import make_parser, rel, time_alternating, to_dtype
 from jax.flatten_util import ravel_pytree
 
 from bilevel_lib import hypergrad, linalg, runtime
 
 RIDGE = 1e-2
-
-
-def rel(a, b):
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
 
 
 def dense_reference(inner64, outer64, x64, y64, chunk=256):
@@ -85,11 +78,9 @@ def dense_reference(inner64, outer64, x64, y64, chunk=256):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = make_parser(__doc__, rounds=15, reps=20)
     parser.add_argument("--n-train", type=int, default=512)
     parser.add_argument("--dim", type=int, default=8)
-    parser.add_argument("--rounds", type=int, default=15)
-    parser.add_argument("--reps", type=int, default=20)
     parser.add_argument("--steps", type=int, default=20, help="CG iterations timed")
     parser.add_argument("--ks", type=str, default="20,100,300",
                         help="CG iteration counts compared with the dense reference")

@@ -22,14 +22,13 @@ Run: ``python benchmarks/bench_singular.py`` (under a minute).
 
 from __future__ import annotations
 
-import argparse
 import functools
 import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from bench_jaxopt import time_alternating
+from common import make_parser, rel, time_alternating
 
 from bilevel_lib import hypergrad, linalg, runtime
 
@@ -58,20 +57,13 @@ def objectives(phi, psi, z):
     return inner, outer
 
 
-def rel(a, b):
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
-
-
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = make_parser(__doc__, rounds=9, reps=20)
     parser.add_argument("--n", type=int, default=100, help="training points (rank of H)")
     parser.add_argument("--d", type=int, default=400, help="inner parameters")
     parser.add_argument("--smin", type=float, default=0.1)
     parser.add_argument("--ks", type=str, default="5,10,20,50,100,200,400,800")
     parser.add_argument("--time-k", type=int, default=200, help="K whose calls are timed")
-    parser.add_argument("--rounds", type=int, default=9)
-    parser.add_argument("--reps", type=int, default=20)
     args = parser.parse_args(argv)
     ks = [int(k) for k in args.ks.split(",")]
 

@@ -19,10 +19,10 @@ must produce the same learned points. Run: ``python benchmarks/bench_sweep.py``.
 from __future__ import annotations
 
 import functools
-import time
 
 import jax
 import jax.numpy as jnp
+from common import timed
 
 from bilevel_lib import hypergrad, runtime, spectral
 from bilevel_lib.tasks import fourier
@@ -37,12 +37,6 @@ def problem():
     features = functools.partial(fourier.fourier_features, amps=fourier.amplitudes(10))
     return fourier.anti_distillation(jnp.linspace(-3.0, 3.0, 13), jnp.array([0.0]),
                                      jnp.array([1.0]), features)
-
-
-def timed(fn):
-    t0 = time.perf_counter()
-    out = jax.block_until_ready(fn())
-    return time.perf_counter() - t0, out
 
 
 def compare(name, prob, x0, estimator, param, values, options):

@@ -34,7 +34,6 @@ Run: ``python benchmarks/bench_warm.py`` (about 2-3 minutes on 2 busy CPU cores)
 
 from __future__ import annotations
 
-import argparse
 import functools
 import statistics
 import sys
@@ -44,7 +43,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from bench_jaxopt import jaxopt_hypergrad, make_data, time_alternating, to_dtype
+from bench_jaxopt import jaxopt_hypergrad, make_data
+from common import make_parser, rel, time_alternating, to_dtype
 from jax.flatten_util import ravel_pytree
 
 from bilevel_lib import blo, hypergrad, linalg, runtime
@@ -73,11 +73,6 @@ def objectives(data, feats, n_groups):
         return 0.5 * jnp.mean((phi_val @ y - v_val) ** 2)
 
     return inner, outer
-
-
-def rel(a, b):
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
 
 
 def dense_reference(inner64, outer64, x64, y64):
@@ -169,7 +164,7 @@ def count_hvps(inner, outer, xs, ys, method, knob, maxiter):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = make_parser(__doc__, rounds=7, reps=1)
     parser.add_argument("--n-train", type=int, default=512)
     parser.add_argument("--dim", type=int, default=8)
     parser.add_argument("--features", type=int, default=1024)
@@ -182,8 +177,6 @@ def main(argv=None):
     parser.add_argument("--target", type=float, default=1e-3,
                         help="worst relative hypergradient error allowed over the ref steps")
     parser.add_argument("--n-ref", type=int, default=6)
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--reps", type=int, default=1)
     parser.add_argument("--skip-full-run", action="store_true")
     args = parser.parse_args(argv)
 
