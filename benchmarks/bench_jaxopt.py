@@ -157,6 +157,17 @@ def jaxopt_hypergrad(inner, outer, y_star, *, maxiter, tol):
     return jax.grad(outer_of_x)
 
 
+def stationary_point(data, x, y0, lbfgs_iters):
+    """The inner solution at ``x`` in float64 (float32 L-BFGS stalls far from stationarity):
+    L-BFGS, then two Newton-CG polishing steps. Returns ``(y_star64, |grad_y f|)``."""
+    with jax.enable_x64(True):
+        inner64, _ = objectives(to_dtype(data, jnp.float64))
+        x64 = to_dtype(x, jnp.float64)
+        y64 = solve_inner(inner64, x64, to_dtype(y0, jnp.float64), lbfgs_iters)
+        y64 = newton_polish(inner64, x64, y64, iters=2, cg_steps=500)
+        return y64, tree_norm(jax.grad(inner64, argnums=1)(x64, y64))
+
+
 def make_problem(n_train, dim, dtype):
     """The problem the scripts share: ``(data, inner, outer, x, y0)``; prints a summary."""
     key_data, key_init = jax.random.split(jax.random.PRNGKey(0))
@@ -186,12 +197,7 @@ def main(argv=None):
 
     # Solve in float64 (float32 L-BFGS stalls far from stationarity), on the same float32 data.
     start = time.perf_counter()
-    with jax.enable_x64(True):
-        inner64, _ = objectives(to_dtype(data, jnp.float64))
-        x64 = to_dtype(x, jnp.float64)
-        y_star64 = solve_inner(inner64, x64, to_dtype(y0, jnp.float64), args.lbfgs_iters)
-        y_star64 = newton_polish(inner64, x64, y_star64, iters=2, cg_steps=500)
-        grad64 = tree_norm(jax.grad(inner64, argnums=1)(to_dtype(x, jnp.float64), y_star64))
+    y_star64, grad64 = stationary_point(data, x, y0, args.lbfgs_iters)
     y_star = to_dtype(y_star64, dtype)
     grad32 = tree_norm(jax.grad(inner, argnums=1)(x, y_star))
     print(f"Inner solve: {args.lbfgs_iters} L-BFGS iterations + 2 Newton-CG steps in float64 "

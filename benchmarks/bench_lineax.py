@@ -50,9 +50,9 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from bench_jaxopt import jaxopt_hypergrad, make_problem, newton_polish, objectives, solve_inner
+from bench_jaxopt import jaxopt_hypergrad, make_problem, objectives, stationary_point
 from bench_singular import problem as singular_problem
-from common import make_parser, rel, time_alternating, to_dtype, tree_norm
+from common import make_parser, rel, time_alternating, to_dtype
 from jax.flatten_util import ravel_pytree
 
 from bilevel_lib import hypergrad, linalg, runtime
@@ -225,12 +225,10 @@ def cg_part(args):
     print(f"\nPart 2: CG hypergradient, K = {k}, at the stationary point of bench_jaxopt.py")
     data, inner, outer, x, y0 = make_problem(args.n_train, args.dim, dtype)
     start = time.perf_counter()
+    y64, g64 = stationary_point(data, x, y0, args.lbfgs_iters)
     with jax.enable_x64(True):
         inner64, outer64 = objectives(to_dtype(data, jnp.float64))
         x64 = to_dtype(x, jnp.float64)
-        y64 = solve_inner(inner64, x64, to_dtype(y0, jnp.float64), args.lbfgs_iters)
-        y64 = newton_polish(inner64, x64, y64, iters=2, cg_steps=500)
-        g64 = tree_norm(jax.grad(inner64, argnums=1)(x64, y64))
         ref = jax.jit(lineax_hypergrad(inner64, outer64, lx.CG(
             rtol=1e-12, atol=0.0, max_steps=20000)))(x64, y64)
         ours64 = jax.jit(functools.partial(hypergrad.cg, inner64, outer64, steps=3000,
