@@ -405,11 +405,14 @@ def test_cg_reports_the_true_residual_in_float32():
     np.testing.assert_allclose(info["residual"], true, rtol=0.5)
 
 
-def test_damped_float32_reaches_a_tolerance_its_recursion_alone_misses():
-    # At cond 1e3 the recursive residual of float32 CG drifts below the true one; a stop on
-    # it alone would leave the true residual above tol (measured: 1.6e-5 for tol 1e-5). The
-    # stop on the true residual leaves it below tol up to that residual's float32 rounding
-    # (measured 0.85-0.88 tol across LAPACK kernels and instruction sets).
+def test_damped_float32_never_reports_converged_above_tol():
+    # At cond 1e3 the recursive residual of float32 CG drifts below the true one: a stop on it
+    # alone claims tol = 1e-5 with the true residual at 1.8-2.7 tol (measured across LAPACK
+    # kernels and instruction sets). The true-residual floor itself moves with the code
+    # generation (below tol natively, about 1.5 tol under SSE4_2), so whether tol is reached is
+    # rounding; what is not is the report: "converged" only with the true residual below tol up
+    # to its own float32 rounding (measured 0.85-0.88 tol), otherwise "max_steps" and a
+    # reported residual above tol.
     hess, b = _spd_float32_system(100, 1e3)
     h32, eps, tol = jnp.asarray(hess, jnp.float32), 1e-4, 1e-5
     v, info = _np(jax.jit(lambda b_: linalg.damped_solve(lambda u: h32 @ u, b_, eps=eps,
@@ -417,8 +420,12 @@ def test_damped_float32_reaches_a_tolerance_its_recursion_alone_misses():
         jnp.asarray(b, jnp.float32)))
     true = np.linalg.norm((hess + eps * np.eye(100)) @ v.astype(np.float64) - b)
     true /= np.linalg.norm(b)
-    assert linalg.status_name(info["status"]) == "converged"
-    assert true <= tol * 1.3
+    status = linalg.status_name(info["status"])
+    assert status in ("converged", "max_steps")
+    if status == "converged":
+        assert true <= tol * 1.3
+    else:
+        assert float(info["residual"]) > tol and true > tol / 1.3
 
 
 def test_quadratic_closed_forms_float32_use_the_dtype_threshold():
