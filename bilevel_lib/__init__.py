@@ -5,30 +5,32 @@ The core has one job a module:
 
 * :mod:`bilevel_lib.hypergrad` -- hypergradient estimators with one signature
   ``estimator(inner, outer, x, y, **options)``: ``exact``, ``neumann``, ``damped``, ``cg``,
-  ``minres``, ``unroll``, and ``implicit`` for a solver of your own;
+  ``lsqr``, ``unroll``, and ``implicit`` for a solver of your own;
 * :mod:`bilevel_lib.linalg` -- the one Hessian-vector product, the one zero threshold, and the
-  linear solvers (``solve(matvec, b, *, init) -> (v, info)``);
+  linear solvers (``solve(matvec, b, *, init) -> (v, SolveInfo)``);
 * :mod:`bilevel_lib.blo` -- ``cold_start`` and ``warm_start`` loops (one ``lax.scan``);
 * :mod:`bilevel_lib.quadratic` -- closed forms for quadratic problems (closest solutions,
   Kaczmarz projections, Theorem 3.1's outer limit);
-* :mod:`bilevel_lib.spectral` -- the approximations as spectral filters.
+* :mod:`bilevel_lib.spectral` -- the approximations as spectral filters;
+* :mod:`bilevel_lib.loops` -- the one descent loop ``z <- z - step_j d(z, j)``;
+* :mod:`bilevel_lib.runtime` -- device report, the paper-scale switch and ``sharded_vmap``.
 
 Around it, and never imported by it:
 
-* :mod:`bilevel_lib.tasks` -- the chapters' tasks (ridge regression, data sets, dataset
-  distillation, Fourier-feature anti-distillation);
-* :mod:`bilevel_lib.models` -- models the tasks train (a ReLU MLP);
+* :mod:`bilevel_lib.tasks` -- the chapters' tasks (ridge regression, 2-D toy data, the image
+  benchmarks, dataset distillation, Fourier-feature anti-distillation, error rates);
+* :mod:`bilevel_lib.models` -- models the tasks train (a ReLU MLP, a linear softmax
+  classifier) and the one ``accuracy``;
 * :mod:`bilevel_lib.profiling` -- Hessian-vector products in three autodiff modes, compiled
   memory and timing helpers;
-* :mod:`bilevel_lib.plotting` -- the book's figure style;
-* :mod:`bilevel_lib.runtime` -- device report and the paper-scale switch.
+* :mod:`bilevel_lib.plotting` -- the book's figure style.
 """
 
 import importlib
 
 # The core loads with the package; the layers around it (matplotlib, the data loaders) load on
 # first use, so `import bilevel_lib.hypergrad` stays light.
-from . import blo, hypergrad, linalg, quadratic, runtime, spectral
+from . import blo, hypergrad, linalg, loops, quadratic, runtime, spectral
 from .blo import cold_start, inner_gd, warm_start
 from .runtime import device_report, paper_scale
 
@@ -51,6 +53,7 @@ __all__ = [
     "blo",
     "hypergrad",
     "linalg",
+    "loops",
     "quadratic",
     "spectral",
     "tasks",

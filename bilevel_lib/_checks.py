@@ -1,21 +1,68 @@
-"""Argument checks shared by every public function.
+"""Argument checks shared by every public function, and the deprecation helpers.
 
 Bad input must fail loudly with the argument's name, never propagate as a silent NaN. Checks on
 values (``lr > 0``) only run when the value is concrete; under ``jit``/``vmap`` a traced value
 cannot be inspected, and the caller is responsible for it (documented in each docstring).
+
+The module is private (``bilevel_lib._checks``) but its names are public, so every module of
+the library may call them.
 """
 
 from __future__ import annotations
 
+import functools
 import numbers
+import warnings
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+__all__ = [
+    "is_concrete",
+    "check_callable",
+    "check_int",
+    "check_steps",
+    "check_positive",
+    "check_objective",
+    "check_float_tree",
+    "steps_and_mask",
+    "renamed",
+    "deprecated_alias",
+]
 
-def _is_concrete(value) -> bool:
+
+def is_concrete(value) -> bool:
+    """True when no leaf of ``value`` is a tracer (the value can be inspected on the host)."""
     return not any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(value))
+
+
+def renamed(value, old_value, new: str, old: str, where: str, *, stacklevel: int = 3):
+    """Accept a renamed keyword: ``old_value`` (if given) with a ``DeprecationWarning``.
+
+    Returns the value to use; passing both names is a ``TypeError``.
+    """
+    if old_value is None:
+        return value
+    warnings.warn(f"`{where}({old}=...)` is deprecated; use `{new}=` instead.",
+                  DeprecationWarning, stacklevel=stacklevel)
+    if value is not None:
+        raise TypeError(f"`{where}` got both `{new}` and its deprecated name `{old}`.")
+    return old_value
+
+
+def deprecated_alias(fn, old: str, new: str):
+    """``fn`` under its old name ``old``: same behavior, plus a ``DeprecationWarning``."""
+
+    @functools.wraps(fn)
+    def alias(*args, **kwargs):
+        warnings.warn(f"`{old}` is deprecated; use `{new}` (same arguments).",
+                      DeprecationWarning, stacklevel=2)
+        return fn(*args, **kwargs)
+
+    alias.__doc__ = f"Deprecated alias of :func:`{new}`."
+    alias.__name__ = alias.__qualname__ = old.rsplit(".", 1)[-1]
+    return alias
 
 
 def check_callable(fn, name: str) -> None:
@@ -46,7 +93,7 @@ def check_positive(value, name: str):
     """``value > 0`` elementwise when concrete; traced values pass through unchecked."""
     if value is None:
         raise TypeError(f"`{name}` is required and must be a positive number; got None.")
-    if _is_concrete(value):
+    if is_concrete(value):
         arr = np.asarray(value)
         if not np.issubdtype(arr.dtype, np.number):
             raise TypeError(f"`{name}` must be a positive number; got {value!r}.")
@@ -107,7 +154,7 @@ def steps_and_mask(steps, max_steps):
     if isinstance(steps, bool) or not jnp.issubdtype(jnp.result_type(steps), jnp.integer):
         # A float K would silently act as ceil(K) through the mask ``j < steps``.
         raise TypeError(f"`steps` must be an integer (traced or not); got {steps!r}.")
-    if _is_concrete(steps):
+    if is_concrete(steps):
         # NumPy, not jnp: under jit a jnp op on a constant is staged, and int() of it fails.
         concrete = int(np.max(np.asarray(steps)))
         if np.min(np.asarray(steps)) < 0:

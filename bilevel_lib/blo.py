@@ -19,12 +19,15 @@ hypergradient with ``functools.partial``).
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 from jax import lax
+from jax.typing import ArrayLike
 
 from . import _checks, _loops
 
@@ -56,6 +59,8 @@ def _tree_norm(tree):
 def _strip_solution(info):
     # The solve's vector is dim(y) per outer step: kept in the carry for warm_solve, but not
     # stacked into the trace.
+    if hasattr(info, "_replace"):
+        return info._replace(solution=None)
     return {k: v for k, v in info.items() if k != "solution"}
 
 
@@ -97,7 +102,7 @@ def _scan_monitored(step, init, outer_steps, monitor, every, state_xy):
 
 def _run(inner, outer, x0, y0, *, hypergrad, outer_opt, inner_opt, outer_steps, inner_steps,
          warm, trace_y, log_every, hypergrad_info=False, key=None, sample=None,
-         warm_solve=False, monitor=None, monitor_every=None):
+         warm_solve=False, monitor=None, monitor_every=None, throw=None):
     _checks.check_float_tree(x0, "x0")
     _checks.check_float_tree(y0, "y0")
     if sample is not None:
@@ -121,6 +126,8 @@ def _run(inner, outer, x0, y0, *, hypergrad, outer_opt, inner_opt, outer_steps, 
     every = _check_monitor(monitor, monitor_every, outer_steps)
 
     label = "warm" if warm else "cold"
+    # Passed only when given, so a custom hypergradient without a `throw` keyword still works.
+    throw_kw = {} if throw is None else {"throw": bool(throw)}
 
     def bind(fn, batch):
         if sample is None:
@@ -150,10 +157,10 @@ def _run(inner, outer, x0, y0, *, hypergrad, outer_opt, inner_opt, outer_steps, 
         y, y_state = inner_loop(f, x, y, y_state)
         if want_info:
             extra = {"init": v_prev} if warm_solve else {}
-            h, info = hypergrad(f, big_f, x, y, return_info=True, **extra)
+            h, info = hypergrad(f, big_f, x, y, return_info=True, **extra, **throw_kw)
             v_prev = info["solution"] if warm_solve else v_prev
         else:
-            h = hypergrad(f, big_f, x, y)
+            h = hypergrad(f, big_f, x, y, **throw_kw)
         loss = big_f(x, y)
         record = {
             "x": x,
@@ -216,24 +223,33 @@ _DOC_ARGS = r"""
         that many updates and the inner parameters of the last step; stacked in
         ``trace["monitor"]`` (leading axis T / monitor_every).
       monitor_every: a divisor of ``outer_steps``; required with ``monitor``.
+      throw: passed to every ``hypergrad`` call when given: ``False`` lets a run continue
+        through a failed solve (its status is in ``trace["hypergrad_info"]``), ``True``
+        raises, also under ``jit``. ``None`` (default) leaves the estimator's default
+        (``True`` for :mod:`bilevel_lib.hypergrad`) and works with hypergradients that have
+        no ``throw`` keyword.
 
     Returns:
       ``(x, y, trace)``: final outer parameters (after T updates), the last inner parameters,
       and a dict of arrays stacked over outer steps t = 0..T-1 describing the state at which
       step t's hypergradient was taken: ``"x"`` (x_t), ``"outer_loss"`` F(x_t, y_t),
       ``"inner_loss"`` f(x_t, y_t), ``"hypergrad_norm"``, ``"y"`` if ``trace_y``, and
-      ``"hypergrad_info"`` if ``hypergrad_info``.
+      ``"hypergrad_info"`` (a :class:`bilevel_lib.linalg.SolveInfo` of arrays stacked over
+      t, ``solution`` dropped) if ``hypergrad_info``.
 """
 
 
-def cold_start(inner, outer, x0, y0, *, hypergrad, outer_opt, inner_opt, outer_steps,
-               inner_steps, trace_y=False, log_every=None, hypergrad_info=False, key=None,
-               sample=None, warm_solve=False, monitor=None, monitor_every=None):
+def cold_start(inner: Callable, outer: Callable, x0: Any, y0: Any, *, hypergrad: Callable,
+               outer_opt, inner_opt, outer_steps: int, inner_steps: int, trace_y: bool = False,
+               log_every: int | None = None, hypergrad_info: bool = False, key=None,
+               sample: Callable | None = None, warm_solve: bool = False,
+               monitor: Callable | None = None, monitor_every: int | None = None,
+               throw: bool | None = None):
     return _run(inner, outer, x0, y0, hypergrad=hypergrad, outer_opt=outer_opt,
                 inner_opt=inner_opt, outer_steps=outer_steps, inner_steps=inner_steps,
                 warm=False, trace_y=trace_y, log_every=log_every,
                 hypergrad_info=hypergrad_info, key=key, sample=sample, warm_solve=warm_solve,
-                monitor=monitor, monitor_every=monitor_every)
+                monitor=monitor, monitor_every=monitor_every, throw=throw)
 
 
 cold_start.__doc__ = (
@@ -255,14 +271,17 @@ cold_start.__doc__ = (
 )
 
 
-def warm_start(inner, outer, x0, y0, *, hypergrad, outer_opt, inner_opt, outer_steps,
-               inner_steps, trace_y=False, log_every=None, hypergrad_info=False, key=None,
-               sample=None, warm_solve=False, monitor=None, monitor_every=None):
+def warm_start(inner: Callable, outer: Callable, x0: Any, y0: Any, *, hypergrad: Callable,
+               outer_opt, inner_opt, outer_steps: int, inner_steps: int, trace_y: bool = False,
+               log_every: int | None = None, hypergrad_info: bool = False, key=None,
+               sample: Callable | None = None, warm_solve: bool = False,
+               monitor: Callable | None = None, monitor_every: int | None = None,
+               throw: bool | None = None):
     return _run(inner, outer, x0, y0, hypergrad=hypergrad, outer_opt=outer_opt,
                 inner_opt=inner_opt, outer_steps=outer_steps, inner_steps=inner_steps,
                 warm=True, trace_y=trace_y, log_every=log_every,
                 hypergrad_info=hypergrad_info, key=key, sample=sample, warm_solve=warm_solve,
-                monitor=monitor, monitor_every=monitor_every)
+                monitor=monitor, monitor_every=monitor_every, throw=throw)
 
 
 warm_start.__doc__ = (
@@ -285,7 +304,8 @@ warm_start.__doc__ = (
 )
 
 
-def inner_gd(inner, x, y0, *, lr, steps, max_steps=None):
+def inner_gd(inner: Callable, x: Any, y0: Any, *, lr: ArrayLike, steps,
+             max_steps: int | None = None):
     r"""``steps`` steps of inner gradient descent from ``y0``: the paper's :math:`\Phi_K(y_0, x)`.
 
     .. math:: y_{k+1} = y_k - \alpha \nabla_y f(x, y_k),\qquad k = 0, \dots, K-1
@@ -320,7 +340,7 @@ def inner_gd(inner, x, y0, *, lr, steps, max_steps=None):
     return _loops.descend(inner, x, y0, lr, length, active)
 
 
-def minimize(loss_fn, params0, *, steps, optimizer):
+def minimize(loss_fn: Callable, params0: Any, *, steps: int, optimizer):
     r"""Minimize ``loss_fn(params)`` from ``params0`` with an optax optimizer (one ``lax.scan``).
 
     The plain training loop every task needs (re-training a model on learned data, fitting a
@@ -362,7 +382,7 @@ def minimize(loss_fn, params0, *, steps, optimizer):
     return run(params0)
 
 
-def replay(inner, y0, xs, *, lr, every=None):
+def replay(inner: Callable, y0: Any, xs: Any, *, lr: ArrayLike, every: int | None = None):
     r"""Re-run inner gradient descent along a recorded outer trajectory ``xs``.
 
     .. math:: y_{t+1} = y_t - \alpha\, \nabla_y f(x_t, y_t),\qquad t = 0, \dots, T-1
@@ -534,8 +554,10 @@ def sweep_values(param, values, options=None):
     return jnp.asarray(values, dtype=jnp.result_type(float)), options
 
 
-def cold_start_sweep(inner, outer, x0, y0, *, estimator, param, values, options=None,
-                     outer_opt, inner_opt, outer_steps, inner_steps, trace_y=False):
+def cold_start_sweep(inner: Callable, outer: Callable, x0: Any, y0: Any, *, estimator: Callable,
+                     param: str, values, options: dict | None = None, outer_opt, inner_opt,
+                     outer_steps: int, inner_steps: int, trace_y: bool = False,
+                     throw: bool | None = None):
     r"""Cold-start BLO for every value of one estimator option, as one ``vmap``.
 
     For each ``v`` in ``values`` it runs :func:`cold_start` with
@@ -551,7 +573,8 @@ def cold_start_sweep(inner, outer, x0, y0, *, estimator, param, values, options=
       param: the swept keyword (e.g. ``"steps"``, ``"eps"``).
       values: 1-D sequence of its values (concrete; ints for ``"steps"``).
       options: other keyword arguments of the estimator (e.g. ``{"lr": 0.1}``).
-      outer_opt, inner_opt, outer_steps, inner_steps, trace_y: as in ``cold_start``.
+      outer_opt, inner_opt, outer_steps, inner_steps, trace_y, throw: as in ``cold_start``
+        (``throw=False`` for a sweep that is expected to leave the estimator's radius).
 
     Returns:
       ``(x, y, trace)`` of :func:`cold_start`, each with a leading axis of
@@ -578,6 +601,6 @@ def cold_start_sweep(inner, outer, x0, y0, *, estimator, param, values, options=
         hg = functools.partial(estimator, **{param: value}, **options)
         return cold_start(inner, outer, x0, y0, hypergrad=hg, outer_opt=outer_opt,
                           inner_opt=inner_opt, outer_steps=outer_steps,
-                          inner_steps=inner_steps, trace_y=trace_y)
+                          inner_steps=inner_steps, trace_y=trace_y, throw=throw)
 
     return jax.vmap(one)(values)

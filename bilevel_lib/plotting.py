@@ -299,3 +299,57 @@ def animation_html(fig, update, frames, *, interval=120, dpi=100):
         html = anim.to_jshtml(default_mode="once")
     plt.close(fig)
     return html
+
+
+# --- CG direction by direction (chapters 03 and 06) ------------------------------------------
+
+__all__ += ["draw_cg_directions"]
+
+
+def draw_cg_directions(ax, lam, errors, exact, *, norm, title, floor=1e-16):
+    """Relative CG error per eigendirection against the step count K, and the null part.
+
+    For the output of :func:`bilevel_lib.spectral.cg_direction_errors` (``lam``: eigenvalues
+    of ``H``; ``errors[K, i] = |u_i^T (v_K - v*)|``; ``exact[i] = |u_i^T v*|``) it draws, on
+    a log axis, one line per direction that the right-hand side reaches,
+    ``errors[:, i] / exact[i]``, colored by its eigenvalue through ``norm``; the part of the
+    iterate in the null space of ``H``, ``||(I - P) v_K|| / ||v*||``, as a dashed black line;
+    and the 10 % level as a dotted line. Values are clipped below at ``floor`` for the log axis.
+
+    Args:
+      ax: matplotlib axes.
+      lam, errors, exact: ``(n,)``, ``(K_max + 1, n)``, ``(n,)`` (eigenvalues ascending).
+      norm: a matplotlib ``Normalize`` (e.g. ``LogNorm``) from eigenvalue to color.
+      title: panel title.
+      floor: lower clip of the plotted ratios.
+
+    Returns:
+      A ``ScalarMappable`` for ``fig.colorbar`` (eigenvalue color bar).
+
+    Example:
+      >>> import numpy as np
+      >>> from matplotlib.colors import LogNorm
+      >>> fig, ax = figure()
+      >>> lam = np.array([0.0, 1.0, 2.0])
+      >>> err = np.array([[0.0, 1.0, 2.0], [0.5, 0.1, 0.0]])
+      >>> m = draw_cg_directions(ax, lam, err, np.array([0.0, 1.0, 2.0]),
+      ...                        norm=LogNorm(1.0, 2.0), title="t")
+      >>> len(ax.lines)   # two directions, the null part, the 10 % line
+      4
+      >>> plt.close(fig)
+    """
+    from matplotlib.cm import ScalarMappable
+
+    lam, errors, exact = map(np.asarray, (lam, errors, exact))
+    ks = np.arange(errors.shape[0])
+    cmap = plt.get_cmap("viridis")
+    for j in np.flatnonzero(exact > 1e-8 * exact.max()):
+        ax.semilogy(ks, np.maximum(errors[:, j] / exact[j], floor), "o-",
+                    ms=3, lw=1.2, color=cmap(norm(lam[j])))
+    null = np.linalg.norm(errors[:, lam < 1e-10 * lam[-1]], axis=1) / np.linalg.norm(exact)
+    ax.semilogy(ks, np.maximum(null, floor), "k--", lw=1.4,
+                label=r"null part $\|(I - P)v_K\| / \|v^*\|$")
+    ax.axhline(0.1, color="0.5", lw=0.8, ls=":", label="10 %")
+    finish(ax, title=title, xlabel=r"CG steps $K$",
+           ylabel=r"$|u_i^\top (v_K - v^*)| \,/\, |u_i^\top v^*|$", legend=False)
+    return ScalarMappable(norm=norm, cmap=cmap)

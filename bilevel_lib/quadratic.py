@@ -434,7 +434,7 @@ def filtered_outer_solution(phi, psi, t, x0, filt, y0=None, *, rtol=None):
     phi_v = phi @ vecs
     p = (phi_v * filt(lam)) @ phi_v.T
     mu, u = jnp.linalg.eigh(0.5 * (p + p.T))
-    if _checks._is_concrete(mu):
+    if _checks.is_concrete(mu):
         scale = float(jnp.max(jnp.abs(mu)))
         if float(jnp.min(mu)) < -jnp.sqrt(jnp.finfo(mu.dtype).eps) * max(scale, 1e-300):
             raise ValueError(

@@ -17,9 +17,13 @@ Matching the two bounded filters at ``lambda = 0`` gives ``eps = 1/(alpha K)``
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
+from jax.typing import ArrayLike
 
 from . import _checks, linalg
 
@@ -36,7 +40,7 @@ __all__ = [
 ]
 
 
-def pinv_filter(lam, *, rtol=None):
+def pinv_filter(lam: ArrayLike, *, rtol: float | None = None) -> jax.Array:
     r"""The pseudoinverse filter: ``1/lambda`` above the zero threshold, else 0.
 
     Zero means ``|lambda| <= rtol * max|lambda|``, by default the library's one rule
@@ -53,7 +57,7 @@ def pinv_filter(lam, *, rtol=None):
     return jnp.where(keep, 1.0 / jnp.where(keep, lam, 1.0), 0.0)
 
 
-def neumann_filter(lam, *, steps, lr):
+def neumann_filter(lam: ArrayLike, *, steps: ArrayLike, lr: ArrayLike) -> jax.Array:
     r"""The K-term Neumann filter ``alpha sum_{j<K} (1 - alpha lambda)^j``.
 
     .. math:: g_K(\lambda) = \frac{1 - (1 - \alpha\lambda)^K}{\lambda}
@@ -75,7 +79,7 @@ def neumann_filter(lam, *, steps, lr):
     lam = jnp.asarray(lam)
     _checks.check_positive(lr, "lr")
     steps = jnp.asarray(steps)
-    if _checks._is_concrete(steps) and bool(jnp.any(steps < 0)):
+    if _checks.is_concrete(steps) and bool(jnp.any(steps < 0)):
         raise ValueError(f"`steps` must be >= 0; got {steps}.")
     dtype = jnp.result_type(lam.dtype, jnp.float32)
     lam = lam.astype(dtype)
@@ -90,7 +94,7 @@ def neumann_filter(lam, *, steps, lr):
     return jnp.where(at_zero, lr * k, jnp.where(below, stable, plain))
 
 
-def damped_filter(lam, *, eps):
+def damped_filter(lam: ArrayLike, *, eps: ArrayLike) -> jax.Array:
     r"""The damped filter ``1 / (lambda + eps)``.
 
     Example:
@@ -102,7 +106,7 @@ def damped_filter(lam, *, eps):
     return 1.0 / (jnp.asarray(lam) + eps)
 
 
-def matching_eps(*, steps, lr):
+def matching_eps(*, steps: ArrayLike, lr: ArrayLike) -> jax.Array:
     r"""The damping whose filter equals the K-term Neumann one at ``lambda = 0``: ``1/(alpha K)``.
 
     Example:
@@ -114,7 +118,7 @@ def matching_eps(*, steps, lr):
     return 1.0 / (lr * steps)
 
 
-def apply_filter(hess, rhs, filt):
+def apply_filter(hess: ArrayLike, rhs: ArrayLike, filt: Callable) -> jax.Array:
     r"""``U diag(filt(lambda)) U^T rhs`` for symmetric ``hess = U diag(lambda) U^T``.
 
     Args:
@@ -136,7 +140,8 @@ def apply_filter(hess, rhs, filt):
     return vecs @ (g[:, None] * coeffs if coeffs.ndim == 2 else g * coeffs)
 
 
-def max_eigenvalue(inner, x, y, *, iters=100, seed=0):
+def max_eigenvalue(inner: Callable, x: Any, y: Any, *, steps: int | None = None, seed: int = 0,
+                   iters: int | None = None) -> jax.Array:
     r"""Largest eigenvalue of the inner Hessian by power iteration with Hessian-vector products.
 
     Use it to set step sizes: Neumann / unrolling / gradient descent converge for
@@ -144,8 +149,9 @@ def max_eigenvalue(inner, x, y, *, iters=100, seed=0):
 
     Args:
       inner: ``inner(x, y) -> scalar``; x, y: where the Hessian is taken.
-      iters: power iterations (static int).
+      steps: power iterations (static int; default 100).
       seed: seed of the random start vector.
+      iters: deprecated name of ``steps``.
 
     Example:
       >>> import jax.numpy as jnp
@@ -154,7 +160,8 @@ def max_eigenvalue(inner, x, y, *, iters=100, seed=0):
       3.0
     """
     _checks.check_objective(inner, "inner", x, y)
-    iters = _checks.check_steps(iters, "iters", allow_zero=False)
+    steps = _checks.renamed(steps, iters, "steps", "iters", "max_eigenvalue")
+    steps = _checks.check_steps(100 if steps is None else steps, "steps", allow_zero=False)
     y_flat, unravel = ravel_pytree(y)
 
     def grad_y(yy):
@@ -170,11 +177,12 @@ def max_eigenvalue(inner, x, y, *, iters=100, seed=0):
         w = hvp(v)
         return w / jnp.maximum(jnp.linalg.norm(w), jnp.finfo(w.dtype).tiny)
 
-    v = jax.lax.fori_loop(0, iters, body, v)
+    v = jax.lax.fori_loop(0, steps, body, v)
     return jnp.vdot(v, hvp(v))
 
 
-def effective_filter(hess, rhs, solution, *, rtol=1e-10):
+def effective_filter(hess: ArrayLike, rhs: ArrayLike, solution: ArrayLike, *,
+                     rtol: float = 1e-10):
     r"""The filter a linear solve applied, read off in the eigenbasis of ``hess``.
 
     Any approximate solve ``v`` of ``H v = b`` can be written coordinate-wise in the
@@ -220,7 +228,8 @@ def effective_filter(hess, rhs, solution, *, rtol=1e-10):
     return lam, g, valid
 
 
-def cg_filter(lam, coeffs, at=None, *, steps, max_steps=None, guard=None):
+def cg_filter(lam: ArrayLike, coeffs: ArrayLike, at: ArrayLike | None = None, *, steps,
+              max_steps: int | None = None, guard: float | None = None) -> jax.Array:
     r"""The polynomial filter of ``steps`` conjugate-gradient iterations, evaluated at ``at``.
 
     CG from ``v = 0`` on ``H v = b`` returns ``v_K = p_K(H) b`` for a polynomial ``p_K`` of
@@ -278,7 +287,8 @@ def cg_filter(lam, coeffs, at=None, *, steps, max_steps=None, guard=None):
     return z[lam.shape[0]:] / delta
 
 
-def cg_direction_errors(hess, rhs, *, max_steps, guard=None, rtol=None):
+def cg_direction_errors(hess: ArrayLike, rhs: ArrayLike, *, max_steps: int,
+                        guard: float | None = None, rtol: float | None = None):
     r"""The error of every CG iterate ``K = 0, ..., max_steps`` in each eigendirection of ``hess``.
 
     With ``H = U diag(lambda) U^T`` (columns ``u_i``), ``v^* = H^+ b`` and ``v_K`` the ``K``-th

@@ -1,4 +1,4 @@
-"""bilevel_lib.tasks.datasets, .mlp and .distill against known answers.
+"""bilevel_lib.tasks.toy_data, .mlp and .distill against known answers.
 
 Known answers used here: exact ring geometry (noise-free radii, class counts), the sinusoid's
 defining inequality, a NumPy forward pass of the MLP, central finite differences (float64), the
@@ -19,17 +19,17 @@ import pytest
 
 from bilevel_lib import blo, hypergrad, quadratic
 from bilevel_lib.models import mlp
-from bilevel_lib.tasks import datasets, distill
+from bilevel_lib.tasks import distill, toy_data
 
 # ---------------------------------------------------------------------------------------------
-# datasets
+# toy_data
 # ---------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("num_classes", [2, 3])
 def test_rings_geometry_and_balance(num_classes):
     radii = np.arange(1, num_classes + 1) * 1.5
-    points, labels = datasets.rings(50, num_classes=num_classes, radii=radii, noise=0.0, seed=3)
+    points, labels = toy_data.rings(50, num_classes=num_classes, radii=radii, noise=0.0, seed=3)
     points, labels = np.asarray(points), np.asarray(labels)
     assert points.shape == (50 * num_classes, 2) and points.dtype == np.float32
     assert np.bincount(labels).tolist() == [50] * num_classes
@@ -37,9 +37,9 @@ def test_rings_geometry_and_balance(num_classes):
 
 
 def test_rings_noise_and_seed():
-    p1, _ = datasets.rings(2000, noise=0.1, seed=0)
-    p2, _ = datasets.rings(2000, noise=0.1, seed=0)
-    p3, _ = datasets.rings(2000, noise=0.1, seed=1)
+    p1, _ = toy_data.rings(2000, noise=0.1, seed=0)
+    p2, _ = toy_data.rings(2000, noise=0.1, seed=0)
+    p3, _ = toy_data.rings(2000, noise=0.1, seed=1)
     assert np.array_equal(np.asarray(p1), np.asarray(p2))
     assert not np.array_equal(np.asarray(p1), np.asarray(p3))
     radius = np.linalg.norm(np.asarray(p1), axis=1)
@@ -64,11 +64,11 @@ def test_rings_noise_and_seed():
 )
 def test_rings_bad_input(kwargs, err):
     with pytest.raises(err):
-        datasets.rings(**kwargs)
+        toy_data.rings(**kwargs)
 
 
 def test_sinusoid_labels_follow_the_curve():
-    points, labels = datasets.sinusoid(1000, amplitude=0.7, frequency=3.0, extent=2.0,
+    points, labels = toy_data.sinusoid(1000, amplitude=0.7, frequency=3.0, extent=2.0,
                                        margin=0.05, seed=2)
     u = np.asarray(points, dtype=np.float64)
     gap = u[:, 1] - 0.7 * np.sin(3.0 * u[:, 0])
@@ -84,7 +84,7 @@ def test_sinusoid_labels_follow_the_curve():
 )
 def test_sinusoid_bad_input(kwargs):
     with pytest.raises(ValueError):
-        datasets.sinusoid(**kwargs)
+        toy_data.sinusoid(**kwargs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -255,7 +255,7 @@ def test_objectives_bad_input():
 
 def test_inner_gradient_in_learned_points_finite_differences(x64):
     params = mlp.init(jax.random.PRNGKey(0), (2, 8, 3), dtype=jnp.float64)
-    data, data_labels = datasets.rings(5, num_classes=3, seed=0)
+    data, data_labels = toy_data.rings(5, num_classes=3, seed=0)
     inner, _ = distill.objectives(mlp.apply, data.astype(jnp.float64), data_labels)
     inner = jax.jit(inner)
     x = {"points": jnp.asarray([[0.3, -0.2], [1.1, 0.4]]),
@@ -344,7 +344,7 @@ def test_full_unroll_closed_form(steps, lr, x64):
 def test_full_unroll_matches_finite_differences_of_retraining(x64):
     """The cold-start hypergradient is the derivative of x -> F(re-trained model on x)."""
     params0 = mlp.init(jax.random.PRNGKey(4), (2, 6, 2), dtype=jnp.float64)
-    data, data_labels = datasets.rings(10, seed=1)
+    data, data_labels = toy_data.rings(10, seed=1)
     inner, outer = distill.objectives(mlp.apply, data.astype(jnp.float64), data_labels,
                                       labels=jnp.array([0, 1]))
     x = jnp.array([[0.2, 0.1], [1.5, -0.5]])
@@ -384,7 +384,7 @@ def test_replay_reproduces_warm_start_and_closed_form(x64):
     assert float(blo.replay(inner, jnp.zeros(1), xs, lr=0.3)[0]) == pytest.approx(y)
     # warm start with one inner SGD step per outer step is the replay of its own trajectory
     params0 = mlp.init(jax.random.PRNGKey(0), (2, 8, 2), dtype=jnp.float64)
-    data, data_labels = datasets.rings(20, seed=0)
+    data, data_labels = toy_data.rings(20, seed=0)
     inner, outer = distill.objectives(mlp.apply, data.astype(jnp.float64), data_labels,
                                       labels=jnp.array([0, 1]))
     x0 = jnp.array([[0.1, 0.2], [-0.3, 0.4]])
@@ -490,7 +490,7 @@ def test_cold_start_through_adam_matches_finite_differences(x64):
     """The first outer step moves x along -lr_out * dF/dx of the Adam re-training, checked by
     central finite differences of x -> F(x, re-trained model)."""
     params0 = mlp.init(jax.random.PRNGKey(4), (2, 6, 2), dtype=jnp.float64)
-    data, data_labels = datasets.rings(10, seed=1)
+    data, data_labels = toy_data.rings(10, seed=1)
     inner, outer = distill.objectives(mlp.apply, data.astype(jnp.float64), data_labels,
                                       labels=jnp.array([0, 1]))
     x = jnp.array([[0.2, 0.1], [1.5, -0.5]])

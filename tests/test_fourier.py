@@ -17,7 +17,7 @@ import numpy as np
 import optax
 import pytest
 
-from bilevel_lib import blo, hypergrad, spectral
+from bilevel_lib import blo, hypergrad, linalg, spectral
 from bilevel_lib.tasks import fourier
 
 
@@ -117,6 +117,33 @@ def test_exact_inner_solver_lands_on_the_closest_minimiser_in_one_step():
     updates, _ = opt.update(jax.grad(prob.inner, argnums=1)(x, w0), opt.init(w0))
     np.testing.assert_allclose(optax.apply_updates(w0, updates), prob.inner_solution(x, w0),
                                atol=1e-10)
+
+
+def test_pseudo_inverses_use_the_core_zero_threshold():
+    # Known answer: NumPy's SVD pinv with the same relative cut-off as linalg.zero_threshold
+    # (NumPy keeps s > rcond * max(s), the same rule).
+    rcond = float(linalg.zero_threshold(jnp.array([1.0])))
+    prob = _fourier_problem()
+    phi, psi = np.asarray(prob.phi), np.asarray(prob.psi)
+    np.testing.assert_allclose(prob.response(), psi @ np.linalg.pinv(phi, rcond=rcond),
+                               rtol=1e-10, atol=1e-12)
+    # The inner solver's cut-off is zero_threshold's: the default keeps a small real
+    # eigenvalue (1e-4), ``rtol=1e-3`` drops it; the exact zero is dropped by both.
+    q, _ = np.linalg.qr(np.random.default_rng(0).standard_normal((4, 4)))
+    hess = q @ np.diag([2.0, 1.0, 1e-4, 0.0]) @ q.T
+    g = np.array([1.0, -2.0, 0.5, 3.0])
+    for rtol, cut in ((None, rcond), (1e-3, 1e-3)):
+        opt = fourier.exact_inner_solver(jnp.asarray(hess), rtol=rtol)
+        update, _ = opt.update(jnp.asarray(g), opt.init(jnp.zeros(4)))
+        want = -np.linalg.pinv(hess, rcond=cut, hermitian=True) @ g
+        np.testing.assert_allclose(np.asarray(update), want, rtol=1e-8, atol=1e-10)
+    kept = -q @ np.diag([0.5, 1.0, 1e4, 0.0]) @ q.T @ g      # the default: 1 / 1e-4 kept
+    dropped = -q @ np.diag([0.5, 1.0, 0.0, 0.0]) @ q.T @ g   # rtol = 1e-3: dropped
+    default, _ = fourier.exact_inner_solver(jnp.asarray(hess)).update(jnp.asarray(g), None)
+    coarse, _ = fourier.exact_inner_solver(jnp.asarray(hess), rtol=1e-3).update(
+        jnp.asarray(g), None)
+    np.testing.assert_allclose(np.asarray(default), kept, rtol=1e-8)
+    np.testing.assert_allclose(np.asarray(coarse), dropped, rtol=1e-8, atol=1e-10)
 
 
 def test_exact_cold_start_reaches_the_min_norm_outer_solution():

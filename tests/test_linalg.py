@@ -219,9 +219,16 @@ def test_damped_indefinite_raises_eagerly_and_reports_under_jit(x64, method):
     inner, outer, x, y = _indefinite_problem()
     with pytest.raises(FloatingPointError, match=r"eps = 0\.1.*curvature"):
         hg.damped(inner, outer, x, y, eps=0.1, method=method)
-    _, info = jax.jit(lambda y_: hg.damped(inner, outer, x, y_, eps=0.1, method=method,
-                                           return_info=True))(y)
-    assert linalg.status_name(info["status"]) == "negative_curvature"
+    # Under jit it raises too, at run time, with the same message (wrapped by JAX) ...
+    jitted = jax.jit(lambda y_, throw: hg.damped(inner, outer, x, y_, eps=0.1, method=method,
+                                                 return_info=True, throw=throw),
+                     static_argnums=1)
+    with pytest.raises(Exception, match=r"eps = 0\.1.*curvature"):
+        jax.block_until_ready(jitted(y, True))
+    # ... and with throw=False it returns the answer and says why it is unusable.
+    _, info = jitted(y, False)
+    assert linalg.status_name(info.status) == "negative_curvature"
+    assert bool(info.negative_curvature) and float(info.min_curvature) < 0
     # With enough damping H + eps I is positive definite: no error, the dense answer.
     q = _orthogonal(8, 5)
     lam = np.array([2.0, 1.0, 0.5, -0.3, -1.0])
@@ -234,7 +241,7 @@ def test_check_solution_raises_under_jit_checkify(x64):
     inner, outer, x, y = _indefinite_problem()
 
     def hypergradient(eps):
-        h, info = hg.damped(inner, outer, x, y, eps=eps, return_info=True)
+        h, info = hg.damped(inner, outer, x, y, eps=eps, return_info=True, throw=False)
         linalg.check_solution(info)
         return h
 
@@ -256,7 +263,7 @@ def test_damped_float32_true_residual_and_tolerance():
     eps = 1e-3
 
     def solve(b_, tol, maxiter):
-        return linalg.damped_solve(lambda u: h32 @ u, b_, eps=eps, tol=tol, maxiter=maxiter)
+        return linalg.damped_solve(lambda u: h32 @ u, b_, eps=eps, tol=tol, max_steps=maxiter)
 
     run = jax.jit(solve, static_argnums=(1, 2))
     a64 = hess + eps * np.eye(40)
@@ -312,7 +319,7 @@ def test_neumann_masked_steps_do_not_trigger_divergence(x64):
     with pytest.raises(FloatingPointError, match="diverging"):
         hg.neumann(inner, outer, x, y, steps=200, lr=1.02, max_steps=200)
     _, info = jax.jit(lambda k: hg.neumann(inner, outer, x, y, steps=k, lr=1.02, max_steps=200,
-                                           return_info=True))(200)
+                                           return_info=True, throw=False))(200)
     assert linalg.status_name(info["status"]) == "diverged"
 
 
@@ -336,7 +343,7 @@ def test_unroll_info_at_stationary_point_is_neumann(x64):
 _ARGS_ESTIMATORS = {
     "exact": hg.exact,
     "cg": functools.partial(hg.cg, steps=6),
-    "minres": functools.partial(hg.minres, steps=30),
+    "lsqr": functools.partial(hg.lsqr, steps=30),
     "damped": functools.partial(hg.damped, eps=1e-12),
     "neumann": functools.partial(hg.neumann, steps=400, lr=0.2),
     "unroll": functools.partial(hg.unroll, steps=400, lr=0.2),
@@ -359,13 +366,13 @@ def test_args_reach_both_objectives(x64, name):
     np.testing.assert_allclose(got, want, rtol=1e-8)
 
 
-@pytest.mark.parametrize("name", ["cg", "damped", "minres"])
+@pytest.mark.parametrize("name", ["cg", "damped", "lsqr"])
 def test_warm_start_from_the_solution_needs_no_steps(x64, name):
     p = make_linear_quadratic(12, rank=6)
     v_star = np.linalg.solve(p.H, p.F_y)
     want = p.F_x - p.B.T @ v_star
     est = {"cg": functools.partial(hg.cg, steps=0),
-           "minres": functools.partial(hg.minres, steps=0),
+           "lsqr": functools.partial(hg.lsqr, steps=0),
            "damped": functools.partial(hg.damped, eps=1e-14, tol=1e-10)}[name]
     got, info = est(p.inner, p.outer, p.x, p.y, init=jnp.asarray(v_star), return_info=True)
     np.testing.assert_allclose(got, want, rtol=1e-9)
@@ -416,7 +423,7 @@ def test_damped_float32_never_reports_converged_above_tol():
     hess, b = _spd_float32_system(100, 1e3)
     h32, eps, tol = jnp.asarray(hess, jnp.float32), 1e-4, 1e-5
     v, info = _np(jax.jit(lambda b_: linalg.damped_solve(lambda u: h32 @ u, b_, eps=eps,
-                                                         tol=tol, maxiter=2000))(
+                                                         tol=tol, max_steps=2000))(
         jnp.asarray(b, jnp.float32)))
     true = np.linalg.norm((hess + eps * np.eye(100)) @ v.astype(np.float64) - b)
     true /= np.linalg.norm(b)
@@ -442,3 +449,168 @@ def test_quadratic_closed_forms_float32_use_the_dtype_threshold():
                                                    for a in (hess, b, y0))))
     assert got.dtype == np.float32
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-3 * np.abs(want).max())
+
+
+# ---------------------------------------------------------------------------------------------
+# v3: one SolveInfo for every solver and estimator; throw=True under jit
+# ---------------------------------------------------------------------------------------------
+
+
+def test_damped_dense_and_neumann_solvers_match_dense_answers(x64):
+    q = _orthogonal(21, 6)
+    lam = np.array([3.0, 2.0, 1.0, 0.5, 0.1, 0.0])
+    a = _sym(q, lam)
+    b = np.random.default_rng(22).standard_normal(6)
+    aj = jnp.asarray(a)
+    v, info = linalg.damped_dense_solve(lambda u: aj @ u, jnp.asarray(b), eps=0.3)
+    np.testing.assert_allclose(v, np.linalg.solve(a + 0.3 * np.eye(6), b), rtol=1e-10)
+    assert linalg.status_name(info.status) == "converged" and int(info.steps) == 0
+    np.testing.assert_allclose(info.min_curvature, 0.3, atol=1e-12)
+    # Neumann: lr sum_{j<K} (I - lr A)^j b, summed densely here.
+    lr, k = 0.25, 7
+    m = np.eye(6) - lr * a
+    want = lr * sum(np.linalg.matrix_power(m, j) for j in range(k)) @ b
+    v, info = jax.jit(lambda b_: linalg.neumann_solve(lambda u: aj @ u, b_, steps=k, lr=lr))(
+        jnp.asarray(b))
+    np.testing.assert_allclose(v, want, rtol=1e-12)
+    growth = np.linalg.norm(np.linalg.matrix_power(m, k) @ b) / np.linalg.norm(b)
+    np.testing.assert_allclose(info.growth, growth, rtol=1e-12)
+    np.testing.assert_allclose(info.residual,
+                               np.linalg.norm(a @ want - b) / np.linalg.norm(b), rtol=1e-10)
+    assert int(info.steps) == k and linalg.status_name(info.status) == "max_steps"
+    # The dense pinv solve against numpy's pinv, its min eigenvalue in min_curvature.
+    v, info = linalg.dense_solve(lambda u: aj @ u, jnp.asarray(b))
+    np.testing.assert_allclose(v, np.linalg.pinv(a) @ b, rtol=1e-9, atol=1e-12)
+    assert abs(float(info.min_curvature)) < 1e-12
+
+
+def _estimators():
+    return {
+        "exact": hg.exact,
+        "neumann": functools.partial(hg.neumann, steps=5, lr=0.2),
+        "cg": functools.partial(hg.cg, steps=5),
+        "lsqr": functools.partial(hg.lsqr, steps=5),
+        "damped": functools.partial(hg.damped, eps=0.1),
+        "damped-dense": functools.partial(hg.damped, eps=0.1, method="dense"),
+        "unroll": functools.partial(hg.unroll, steps=5, lr=0.2),
+        "implicit": functools.partial(hg.implicit, solve=functools.partial(
+            linalg.neumann_solve, steps=5, lr=0.2)),
+    }
+
+
+def test_every_estimator_reports_one_info_structure_eagerly_and_under_jit(x64):
+    p = make_linear_quadratic(31, rank=6)
+    structures, infos = set(), []
+    for name, est in _estimators().items():
+        _, eager = est(p.inner, p.outer, p.x, p.y, return_info=True)
+        _, jitted = jax.jit(lambda x, y, est=est: est(p.inner, p.outer, x, y,
+                                                      return_info=True))(p.x, p.y)
+        assert isinstance(eager, linalg.SolveInfo), name
+        structures |= {jax.tree_util.tree_structure(eager),
+                       jax.tree_util.tree_structure(jitted)}
+        infos.append(jitted)
+        if name == "unroll":  # its residual is taken at the end of the unroll, not at y
+            continue
+        # the reported residual is the true one of the returned solution
+        v = np.asarray(jitted.solution)
+        np.testing.assert_allclose(
+            jitted.residual, np.linalg.norm(p.H @ v - p.F_y) / np.linalg.norm(p.F_y)
+            if name not in ("damped", "damped-dense") else
+            np.linalg.norm((p.H + 0.1 * np.eye(len(v))) @ v - p.F_y) / np.linalg.norm(p.F_y),
+            rtol=1e-6, atol=1e-12)
+    assert len(structures) == 1
+    stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *infos)
+    assert stacked.status.shape == (len(infos),) and stacked["residual"].shape == (len(infos),)
+    assert linalg.status_name(stacked.status[0]) == "converged"  # exact
+
+
+def _diverging_neumann():
+    """The 12-dimensional PD quadratic of the issue: lr = 5 is far outside 2 / lambda_max."""
+    q = _orthogonal(41, 12)
+    inner, outer = _quadratic_problem(_sym(q, np.linspace(0.5, 1.0, 12)), np.ones(12),
+                                      jnp.float64)
+    return inner, outer, jnp.ones(12), jnp.zeros(12)
+
+
+def test_diverging_neumann_raises_under_jit_and_reports_with_throw_false(x64):
+    inner, outer, x, y = _diverging_neumann()
+    with pytest.raises(FloatingPointError, match="diverging"):
+        hg.neumann(inner, outer, x, y, steps=60, lr=5.0)
+    f = jax.jit(lambda x_, y_: hg.neumann(inner, outer, x_, y_, steps=60, lr=5.0))
+    with pytest.raises(Exception, match="Neumann series is diverging.*lower `lr`"):
+        jax.block_until_ready(f(x, y))
+    h, info = jax.jit(lambda x_, y_: hg.neumann(inner, outer, x_, y_, steps=60, lr=5.0,
+                                                 throw=False, return_info=True))(x, y)
+    assert linalg.status_name(info.status) == "diverged" and float(info.growth) > 1e10
+    assert float(jnp.max(jnp.abs(h))) > 1e10  # the wrong answer, returned on request
+    # Running out of steps is not an error: a convergent lr with few steps returns.
+    _, info = jax.jit(lambda x_, y_: hg.neumann(inner, outer, x_, y_, steps=3, lr=1.0,
+                                                 return_info=True))(x, y)
+    assert linalg.status_name(info.status) == "max_steps"
+
+
+def test_throw_under_vmap_raises_if_any_element_failed(x64):
+    inner, outer, x, y = _diverging_neumann()
+
+    def at(lr, throw):
+        return hg.neumann(inner, outer, x, y, steps=60, lr=lr, throw=throw, return_info=True)
+
+    lrs = jnp.array([1.0, 5.0])
+    with pytest.raises(Exception, match=r"Neumann series is diverging.*1 of 2 solves"):
+        jax.block_until_ready(jax.jit(jax.vmap(lambda lr: at(lr, True)))(lrs))
+    _, info = jax.jit(jax.vmap(lambda lr: at(lr, False)))(lrs)
+    assert linalg.status_name(info.status) == ["converged", "diverged"]
+    # Every element fine: the vmapped check stays quiet.
+    _, info = jax.jit(jax.vmap(lambda lr: at(lr, True)))(jnp.array([1.0, 1.5]))
+    assert linalg.status_name(info.status) == ["converged", "converged"]
+
+
+@pytest.mark.parametrize("method", ["cg", "dense"])
+def test_indefinite_damped_raises_inside_vmap(x64, method):
+    inner, outer, x, y = _indefinite_problem()
+
+    def at(eps, throw):
+        return hg.damped(inner, outer, x, y, eps=eps, method=method, throw=throw,
+                         return_info=True)
+
+    epss = jnp.array([2.0, 0.1])
+    with pytest.raises(Exception, match="not positive definite"):
+        jax.block_until_ready(jax.jit(jax.vmap(lambda e: at(e, True)))(epss))
+    _, info = jax.jit(jax.vmap(lambda e: at(e, False)))(epss)
+    assert linalg.status_name(info.status) == ["converged", "negative_curvature"]
+
+
+def test_blo_passes_throw_to_the_estimator(x64):
+    import optax
+
+    from bilevel_lib import blo
+    inner, outer, x, y = _diverging_neumann()
+    run = jax.jit(lambda x0, throw: blo.cold_start(
+        inner, outer, x0, y, hypergrad=functools.partial(hg.neumann, steps=60, lr=5.0),
+        outer_opt=optax.sgd(1e-3), inner_opt=optax.sgd(0.5), outer_steps=2, inner_steps=5,
+        hypergrad_info=True, throw=throw), static_argnums=1)
+    with pytest.raises(Exception, match="diverging"):
+        jax.block_until_ready(run(x, True))
+    _, _, trace = run(x, False)
+    assert linalg.status_name(trace["hypergrad_info"].status) == ["diverged", "diverged"]
+
+
+def test_deprecated_names_warn_and_agree(x64):
+    p = make_linear_quadratic(32, rank=6)
+    a = jnp.asarray(p.H)
+    b = jnp.asarray(p.F_y)
+    with pytest.warns(DeprecationWarning, match="lsqr_solve"):
+        old = linalg.minres_solve(lambda u: a @ u, b, steps=20)[0]
+    np.testing.assert_array_equal(old, linalg.lsqr_solve(lambda u: a @ u, b, steps=20)[0])
+    with pytest.warns(DeprecationWarning, match="hypergrad.lsqr"):
+        old = hg.minres(p.inner, p.outer, p.x, p.y, steps=20)
+    np.testing.assert_array_equal(old, hg.lsqr(p.inner, p.outer, p.x, p.y, steps=20))
+    with pytest.warns(DeprecationWarning, match="max_steps"):
+        old = hg.damped(p.inner, p.outer, p.x, p.y, eps=0.1, maxiter=3)
+    np.testing.assert_array_equal(old, hg.damped(p.inner, p.outer, p.x, p.y, eps=0.1,
+                                                 max_steps=3))
+    with pytest.warns(DeprecationWarning, match="max_steps"):
+        _, info = linalg.damped_solve(lambda u: a @ u, b, eps=0.1, maxiter=2)
+    assert int(info.steps) == 2
+    with pytest.raises(TypeError, match="both"):
+        linalg.damped_solve(lambda u: a @ u, b, eps=0.1, maxiter=2, max_steps=2)

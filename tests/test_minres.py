@@ -1,4 +1,4 @@
-"""linalg.minres_solve and hypergrad.minres against pseudoinverses computed in float64 NumPy.
+"""linalg.lsqr_solve and hypergrad.lsqr against pseudoinverses computed in float64 NumPy.
 
 The systems are built as ``Q diag(lambda) Q^T`` with known eigenvalues, so "singular",
 "inconsistent" (``b`` with a part in ``null(A)``) and "indefinite" are facts of the
@@ -38,14 +38,14 @@ _KINDS = ["singular_consistent", "singular_inconsistent", "singular_indefinite",
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("kind", _KINDS)
-def test_minres_solve_is_pinv(kind, dtype):
+def test_lsqr_solve_is_pinv(kind, dtype):
     a, b, null = _system(_KINDS.index(kind), kind)
     want = np.linalg.pinv(a) @ b
     if kind != "singular_consistent" and kind != "indefinite":
         assert np.linalg.norm(null.T @ b) > 0.1  # really inconsistent
     with jax.enable_x64(dtype == np.float64):
         aj = jnp.asarray(a, dtype)
-        v, info = jax.jit(lambda b_: linalg.minres_solve(lambda u: aj @ u, b_, steps=60))(
+        v, info = jax.jit(lambda b_: linalg.lsqr_solve(lambda u: aj @ u, b_, steps=60))(
             jnp.asarray(b, dtype))
         v = np.asarray(v)
     tol = 1e-4 if dtype == np.float32 else 1e-10
@@ -59,11 +59,11 @@ def test_minres_solve_is_pinv(kind, dtype):
                                rtol=1e-2, atol=1e-6 if dtype == np.float32 else 1e-13)
 
 
-def test_cg_differs_from_pinv_where_minres_does_not(x64):
+def test_cg_differs_from_pinv_where_lsqr_does_not(x64):
     a, b, null = _system(3, "singular_inconsistent")
     aj, bj = jnp.asarray(a), jnp.asarray(b)
     v_cg, info = linalg.cg_solve(lambda u: aj @ u, bj, steps=40)
-    v_mr, _ = linalg.minres_solve(lambda u: aj @ u, bj, steps=40)
+    v_mr, _ = linalg.lsqr_solve(lambda u: aj @ u, bj, steps=40)
     want = np.linalg.pinv(a) @ b
     assert np.linalg.norm(np.asarray(v_cg) - want) > 0.1 * np.linalg.norm(want)
     assert linalg.status_name(info["status"]) == "breakdown"
@@ -71,28 +71,28 @@ def test_cg_differs_from_pinv_where_minres_does_not(x64):
     assert np.abs(null.T @ np.asarray(v_mr)).max() < 1e-12  # no null-space part
 
 
-def test_minres_traced_steps_and_warm_start(x64):
+def test_lsqr_traced_steps_and_warm_start(x64):
     a, b, _ = _system(4, "singular_inconsistent")
     aj, bj = jnp.asarray(a), jnp.asarray(b)
     want = np.linalg.pinv(a) @ b
-    sweep = jax.jit(jax.vmap(lambda k: linalg.minres_solve(lambda u: aj @ u, bj, steps=k,
+    sweep = jax.jit(jax.vmap(lambda k: linalg.lsqr_solve(lambda u: aj @ u, bj, steps=k,
                                                            max_steps=60)[0]))
     vs = np.asarray(sweep(jnp.array([0, 1, 60])))
     np.testing.assert_allclose(vs[0], 0.0)
     assert np.linalg.norm(vs[1] - want) > 1e-2
     np.testing.assert_allclose(vs[2], want, rtol=1e-10, atol=1e-12)
     # Warm start at the answer: nothing left to do, the answer stays.
-    v, info = linalg.minres_solve(lambda u: aj @ u, bj, steps=5, init=jnp.asarray(want))
+    v, info = linalg.lsqr_solve(lambda u: aj @ u, bj, steps=5, init=jnp.asarray(want))
     np.testing.assert_allclose(v, want, rtol=1e-10)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_minres_hypergradient_is_exact_on_overparameterized_least_squares(dtype):
+def test_lsqr_hypergradient_is_exact_on_overparameterized_least_squares(dtype):
     with jax.enable_x64(dtype == np.float64):
         p = make_least_squares(5, m=3, n=9, p=2, dtype=dtype)
         y = np.random.default_rng(6).standard_normal(9)  # F_y has a null(H) part
         closed = np.linalg.pinv(p.phi).T @ p.psi.T @ (p.psi @ y - p.t)  # App. B.1
-        got = np.asarray(jax.jit(lambda x_, y_: hg.minres(p.inner, p.outer, x_, y_, steps=30))(
+        got = np.asarray(jax.jit(lambda x_, y_: hg.lsqr(p.inner, p.outer, x_, y_, steps=30))(
             p.x, jnp.asarray(y, dtype)))
         cg = np.asarray(jax.jit(lambda x_, y_: hg.cg(p.inner, p.outer, x_, y_, steps=30))(
             p.x, jnp.asarray(y, dtype)))
@@ -101,7 +101,7 @@ def test_minres_hypergradient_is_exact_on_overparameterized_least_squares(dtype)
     assert np.linalg.norm(cg - closed) > 1e-2  # CG picks up F_y's null-space part
 
 
-def test_minres_pytree_matches_dense_pinv(x64):
+def test_lsqr_pytree_matches_dense_pinv(x64):
     rng = np.random.default_rng(7)
     phi = jnp.asarray(rng.standard_normal((3, 7)))  # 7 inner parameters, rank-3 Hessian
 
@@ -114,7 +114,7 @@ def test_minres_pytree_matches_dense_pinv(x64):
 
     x = {"t": jnp.asarray(rng.standard_normal(3)), "s": jnp.asarray(0.3)}
     y = {"a": jnp.asarray(rng.standard_normal((2, 2))), "b": jnp.asarray(rng.standard_normal(3))}
-    got, info = hg.minres(inner, outer, x, y, steps=30, return_info=True)
+    got, info = hg.lsqr(inner, outer, x, y, steps=30, return_info=True)
     assert jax.tree_util.tree_structure(got) == jax.tree_util.tree_structure(x)
     x_flat, unravel_x = ravel_pytree(x)
     y_flat, unravel_y = ravel_pytree(y)

@@ -192,5 +192,5 @@ def test_max_eigenvalue_matches_eigvalsh(x64):
     dense = jax.jit(jax.hessian(lambda v: inner(x, unravel(v))))(y_flat)
     lam = np.linalg.eigvalsh(np.asarray(dense))
     assert lam[-1] - lam[-2] > 0.1  # a spectral gap, so 100 power iterations converge
-    np.testing.assert_allclose(spectral.max_eigenvalue(inner, x, y, iters=300), lam[-1],
+    np.testing.assert_allclose(spectral.max_eigenvalue(inner, x, y, steps=300), lam[-1],
                                rtol=1e-8)

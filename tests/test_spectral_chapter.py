@@ -214,7 +214,7 @@ def test_unroll_equals_neumann_at_a_stationary_point_and_at_the_end_point_elsewh
 def test_neumann_raises_when_lr_is_past_two_over_lambda_max():
     inner, outer, phi, x = _singular_problem()
     y = jnp.linalg.pinv(phi) @ x
-    lam_max = float(spectral.max_eigenvalue(inner, x, y, iters=300))
+    lam_max = float(spectral.max_eigenvalue(inner, x, y, steps=300))
     np.testing.assert_allclose(lam_max, jnp.linalg.eigvalsh(phi.T @ phi)[-1], rtol=1e-8)
     with pytest.raises(FloatingPointError, match="diverging"):
         hypergrad.neumann(inner, outer, x, y, steps=60, lr=2.2 / lam_max)

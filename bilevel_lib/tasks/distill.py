@@ -28,6 +28,7 @@ import numpy as np
 import optax
 
 from .. import _checks, blo, hypergrad
+from ..models import metrics
 
 __all__ = [
     "soft_labels",
@@ -87,7 +88,7 @@ def cross_entropy(logits, targets):
             raise ValueError(
                 f"integer `targets` must have shape ({logits.shape[0]},); got {targets.shape}."
             )
-        if _checks._is_concrete(targets) and targets.size and (
+        if _checks.is_concrete(targets) and targets.size and (
             np.min(np.asarray(targets)) < 0 or np.max(np.asarray(targets)) >= logits.shape[1]
         ):
             raise ValueError(f"`targets` must be class indices in [0, {logits.shape[1]}).")
@@ -148,7 +149,7 @@ def loss(apply, params, points, targets):
 
 
 def accuracy(apply, params, points, labels):
-    """Fraction of ``points`` whose arg-max logit is the int label.
+    """Deprecated: ``bilevel_lib.models.metrics.accuracy(apply(params, points), labels)``.
 
     Example:
       >>> import jax.numpy as jnp
@@ -158,13 +159,7 @@ def accuracy(apply, params, points, labels):
       0.6667
     """
     _checks.check_callable(apply, "apply")
-    labels = jnp.asarray(labels)
-    if not jnp.issubdtype(labels.dtype, jnp.integer):
-        raise TypeError(f"`labels` must be int class indices; got {labels.dtype}.")
-    pred = jnp.argmax(apply(params, points), axis=-1)
-    if pred.shape != labels.shape:
-        raise ValueError(f"`labels` must have shape {pred.shape}; got {labels.shape}.")
-    return jnp.mean(pred == labels)
+    return metrics.accuracy(apply(params, points), labels)
 
 
 def objectives(apply, data_points, data_labels, *, labels=None):
@@ -237,7 +232,7 @@ def retrain(apply, params0, points, targets, *, steps, optimizer):
       >>> p0 = mlp.init(jax.random.PRNGKey(0), (2, 16, 2))
       >>> pts, lab = jnp.array([[-1.0, 0.0], [1.0, 0.0]]), jnp.array([0, 1])
       >>> p, losses = retrain(mlp.apply, p0, pts, lab, steps=300, optimizer=optax.adam(0.05))
-      >>> bool(losses[-1] < 1e-2), float(accuracy(mlp.apply, p, pts, lab))
+      >>> bool(losses[-1] < 1e-2), float(metrics.accuracy(mlp.apply(p, pts), lab))
       (True, 1.0)
     """
     _checks.check_callable(apply, "apply")

@@ -31,9 +31,10 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 
-from . import datasets
+from .. import loops
+from ..models import metrics
+from . import image_data
 from .ridge import RidgeData, make_ridge
 
 __all__ = [
@@ -110,7 +111,7 @@ def make_logistic(key, *, n_train=100, n_val=100, dim=20, noise=0.5, dtype=None)
 
 
 def _features(images, pool):
-    x = datasets.as_float(images).reshape(-1, 28, 28)
+    x = image_data.as_float(images).reshape(-1, 28, 28)
     x = np.asarray(x, dtype=np.float64)
     if pool > 1:
         s = 28 // pool
@@ -138,11 +139,11 @@ def mnist_odd_even(n_train, n_val, n_test, *, pool=2, seed=0, dtype=None):
       ((100, 197), (20, 197))
     """
     rng = np.random.default_rng(seed)
-    images, labels = datasets.load("mnist", "train")
+    images, labels = image_data.load("mnist", "train")
     idx = rng.permutation(len(labels))[: n_train + n_val]
     x = _features(images[idx], pool)
     y = np.where(labels[idx] % 2 == 1, 1.0, -1.0)
-    t_images, t_labels = datasets.load("mnist", "test")
+    t_images, t_labels = image_data.load("mnist", "test")
     t_idx = rng.permutation(len(t_labels))[:n_test]
     x_test = _features(t_images[t_idx], pool)
     y_test = np.where(t_labels[t_idx] % 2 == 1, 1.0, -1.0)
@@ -214,22 +215,20 @@ def logistic_solution(data, x, *, log_lam=False, steps=25):
     grad = jax.grad(inner, argnums=1)
     hess = jax.hessian(inner, argnums=1)
 
-    def body(w, _):
-        return w - jnp.linalg.solve(hess(x, w), grad(x, w)), None
-
     w0 = jnp.zeros(data.X.shape[1], data.X.dtype)
-    return lax.scan(body, w0, None, length=steps)[0]
+    return loops.descend(lambda w, j: jnp.linalg.solve(hess(x, w), grad(x, w)), w0, lr=1.0,
+                         length=steps)
 
 
 def accuracy(w, X, y):
-    """Fraction of ``sign(X w) == y``.
+    """Deprecated: ``bilevel_lib.models.metrics.accuracy(X @ w, y)``, the library's one accuracy.
 
     Example:
       >>> import jax.numpy as jnp
       >>> float(accuracy(jnp.array([1.0]), jnp.array([[1.0], [-2.0]]), jnp.array([1.0, 1.0])))
       0.5
     """
-    return jnp.mean(jnp.where(X @ w >= 0, 1.0, -1.0) == y)
+    return metrics.accuracy(X @ w, y)
 
 
 def scaled_ridge_objectives(data, mu):
@@ -280,7 +279,8 @@ def inexact_descent(estimate, x0, *, lr, steps, max_steps=None):
 
     The core loops (:mod:`bilevel_lib.blo`) take one hypergradient with fixed options; here the
     estimator also gets the step index ``s``, so its inner and linear-solve iteration counts
-    can follow a schedule (with ``max_steps`` and traced counts inside ``estimate``).
+    can follow a schedule (with ``max_steps`` and traced counts inside ``estimate``). The loop
+    is :func:`bilevel_lib.loops.descend` with ``estimate`` as its direction.
 
     Args:
       estimate: ``estimate(x, s) -> array like x`` (jit-able, ``s`` a traced int32).
@@ -304,15 +304,10 @@ def inexact_descent(estimate, x0, *, lr, steps, max_steps=None):
       ...                 max_steps=3)[0].tolist()
       [1.0, 0.5, 0.25]
     """
-
-    def body(x, s):
-        h = estimate(x, s)
-        if max_steps is not None:
-            h = jnp.where(s < steps, h, jnp.zeros_like(h))
-        return x - lr * h, (x, h)
-
     length = steps if max_steps is None else max_steps
-    return lax.scan(body, jnp.asarray(x0), jnp.arange(length, dtype=jnp.int32))[1]
+    active = None if max_steps is None else steps
+    return loops.descend(estimate, jnp.asarray(x0), lr=lr, length=length, active=active,
+                         trace=True)[1]
 
 
 def running_mean_sq(gs):
@@ -433,13 +428,8 @@ def stochastic_fixed_point(step_dir, z0, key, *, steps, max_steps, lr, beta, gam
       >>> round(float(z[0]), 4)                # 1 - (1/2)(2/3)(3/4)
       0.75
     """
-
-    def body(z, j):
-        eta = beta / (gamma + j)
-        z_new = z - lr * eta * step_dir(z, jax.random.fold_in(key, j))
-        return jnp.where(j < steps, z_new, z), None
-
-    return lax.scan(body, z0, jnp.arange(max_steps))[0]
+    return loops.descend(lambda z, j: step_dir(z, jax.random.fold_in(key, j)), z0,
+                         lr=lambda j: lr * (beta / (gamma + j)), length=max_steps, active=steps)
 
 
 def sfp_step_sizes(lipschitz, strong_convexity, *, beta_factor=2.0, gamma_factor=2.0):

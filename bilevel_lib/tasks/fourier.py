@@ -188,7 +188,10 @@ class AntiDistillation(NamedTuple):
     def response(self):
         r"""Outer map ``M = Psi Phi^+`` (p, m): the original-point predictions of the
         minimum-norm fit, ``Psi w(x) = M x`` for ``w(x) = Phi^+ x``."""
-        return self.psi @ jnp.linalg.pinv(self.phi)
+        # Phi^+ is the minimum-norm solution of Phi W = I (the core's pinv and zero threshold).
+        m, n = self.phi.shape
+        eye, zero = jnp.eye(m, dtype=self.phi.dtype), jnp.zeros((n, m), self.phi.dtype)
+        return self.psi @ quadratic.closest_solution(self.phi, eye, zero)
 
     def inner_solution(self, x, w0=None):
         r"""The cold-start inner solution from ``w0`` (default 0): ``w0 + Phi^+ (x - Phi w0)``.
@@ -330,7 +333,7 @@ def anti_distillation(u_learned, v_original, t_original, features):
                       ("t_original", t_original)):
         if arr.ndim != 1 or arr.shape[0] < 1:
             raise ValueError(f"`{name}` must be a non-empty 1-D array; got shape {arr.shape}.")
-        if _checks._is_concrete(arr) and not bool(jnp.all(jnp.isfinite(arr))):
+        if _checks.is_concrete(arr) and not bool(jnp.all(jnp.isfinite(arr))):
             raise ValueError(f"`{name}` must be finite; got {arr}.")
     if t_original.shape != v_original.shape:
         raise ValueError(
@@ -359,7 +362,8 @@ def exact_inner_solver(hess, *, rtol=None):
 
     Args:
       hess: the constant (n, n) inner Hessian (1-D parameters only).
-      rtol: cut-off of ``jax.numpy.linalg.pinv``.
+      rtol: relative cut-off of the pseudo-inverse (default: that of
+        :func:`bilevel_lib.linalg.zero_threshold`).
 
     Returns:
       ``optax.GradientTransformation``.
@@ -376,9 +380,12 @@ def exact_inner_solver(hess, *, rtol=None):
     hess = jnp.asarray(hess)
     if hess.ndim != 2 or hess.shape[0] != hess.shape[1]:
         raise ValueError(f"`hess` must be a square matrix; got shape {hess.shape}.")
-    if _checks._is_concrete(hess) and not bool(jnp.all(jnp.isfinite(hess))):
+    if _checks.is_concrete(hess) and not bool(jnp.all(jnp.isfinite(hess))):
         raise ValueError("`hess` must be finite.")
-    hess_pinv = jnp.linalg.pinv(0.5 * (hess + hess.T), rtol=rtol)
+    # H^+ is the minimum-norm solution of H P = I (the core's pinv and zero threshold).
+    n = hess.shape[0]
+    hess_pinv = quadratic.closest_solution(0.5 * (hess + hess.T), jnp.eye(n, dtype=hess.dtype),
+                                           jnp.zeros((n, n), hess.dtype), rtol=rtol)
 
     def init(params):
         del params

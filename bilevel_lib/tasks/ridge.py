@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .. import _checks, spectral
+from .. import _checks, quadratic, spectral
 
 __all__ = [
     "RidgeData",
@@ -64,7 +64,7 @@ def make_ridge(key, *, n_train=20, n_val=30, dim=10, noise=0.5, dtype=jnp.float3
             raise ValueError(f"`{name}` must be a positive int; got {v!r}.")
     if not jnp.issubdtype(dtype, jnp.floating):
         raise TypeError(f"`dtype` must be a floating dtype; got {dtype!r}.")
-    if _checks._is_concrete(noise) and not (np.isfinite(noise) and noise >= 0):
+    if _checks.is_concrete(noise) and not (np.isfinite(noise) and noise >= 0):
         raise ValueError(f"`noise` must be finite and >= 0; got {noise!r}.")
     return _make_ridge(key, noise, n_train=n_train, n_val=n_val, dim=dim, dtype=jnp.dtype(dtype))
 
@@ -103,7 +103,7 @@ def ridge_objectives(data: RidgeData):
 
 def _check_lam(lam):
     """``lam >= 0`` when concrete: for ``lam < 0`` the inner problem may be unbounded below."""
-    if _checks._is_concrete(lam):
+    if _checks.is_concrete(lam):
         # NumPy, not jnp: under an enclosing jit even a concrete value's jnp ops are staged.
         arr = np.asarray(lam)
         if not np.issubdtype(arr.dtype, np.number) or arr.ndim != 0:
@@ -116,7 +116,9 @@ def ridge_solution(data: RidgeData, lam):
     """The inner solution ``w(lambda)`` in closed form (``lambda > 0``, or pinv at 0).
 
     At ``lambda = 0`` with ``d > n`` the inner problem has a whole affine space of solutions;
-    this returns the one of minimum norm, the one gradient descent from ``w = 0`` reaches.
+    this returns the one of minimum norm, the one gradient descent from ``w = 0`` reaches
+    (:func:`bilevel_lib.quadratic.closest_solution`, whose pseudo-inverse drops the
+    eigenvalues below :func:`bilevel_lib.linalg.zero_threshold`).
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -130,7 +132,7 @@ def ridge_solution(data: RidgeData, lam):
     _check_lam(lam)
     n, d = data.X.shape
     a = data.X.T @ data.X / n + lam * jnp.eye(d, dtype=data.X.dtype)
-    return jnp.linalg.pinv(a) @ (data.X.T @ data.y / n)
+    return quadratic.closest_solution(a, data.X.T @ data.y / n, jnp.zeros(d, data.X.dtype))
 
 
 def ridge_hypergrad(data: RidgeData, lam):
@@ -146,9 +148,12 @@ def ridge_hypergrad(data: RidgeData, lam):
     _check_lam(lam)
     n, d = data.X.shape
     n_val = data.X_val.shape[0]
-    a_pinv = jnp.linalg.pinv(data.X.T @ data.X / n + lam * jnp.eye(d, dtype=data.X.dtype))
-    w = a_pinv @ (data.X.T @ data.y / n)
-    return -w @ a_pinv @ (data.X_val.T @ (data.X_val @ w - data.y_val) / n_val)
+    a = data.X.T @ data.X / n + lam * jnp.eye(d, dtype=data.X.dtype)
+    # A^+ b as the minimum-norm solution of A v = b: the core's pinv and zero threshold.
+    zero = jnp.zeros(d, data.X.dtype)
+    w = quadratic.closest_solution(a, data.X.T @ data.y / n, zero)
+    v = quadratic.closest_solution(a, data.X_val.T @ (data.X_val @ w - data.y_val) / n_val, zero)
+    return -w @ v
 
 
 def ridge_gd(data: RidgeData, lam, w0, *, steps, lr):
@@ -184,7 +189,7 @@ def ridge_gd(data: RidgeData, lam, w0, *, steps, lr):
     """
     _check_lam(lam)
     _checks.check_positive(lr, "lr")
-    if _checks._is_concrete(steps):
+    if _checks.is_concrete(steps):
         if isinstance(steps, bool) or not np.issubdtype(np.asarray(steps).dtype, np.integer):
             raise TypeError(f"`steps` must be an integer; got {steps!r}.")
         if int(np.min(np.asarray(steps))) < 0:
