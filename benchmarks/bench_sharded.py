@@ -1,7 +1,7 @@
-"""A Table 3 seed sweep on 1 device and sharded over 8 (``image_distill.sharded_vmap``).
+"""A Table 3 seed sweep on 1 device and sharded over 8 (``runtime.sharded_vmap``).
 
 The paper-scale Table 3 is a sweep (data sets x learned-image counts x methods x seeds); each
-cell's seeds run as one ``bilevel_lib.tasks.image_distill.sharded_vmap(run, keys)``: a 1-D
+cell's seeds run as one ``bilevel_lib.runtime.sharded_vmap(run, keys)``: a 1-D
 ``Mesh`` over ``jax.devices()`` with the keys placed by ``NamedSharding``, so every device runs
 its share of the seeds. This script times one such cell: ``image_distill.warm_start_run`` on
 real MNIST (``prepare("mnist", download=False)``), ``num_learned=1``, ``batch_size=1000``,
@@ -84,6 +84,7 @@ def child(args):
     import jax.numpy as jnp
     from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+    from bilevel_lib import runtime
     from bilevel_lib.tasks import image_distill as idl
 
     n_dev = args.child
@@ -138,7 +139,7 @@ def child(args):
                 diffs.append((float(np.max(np.abs(a - b))),
                               bool(np.allclose(a, b, rtol=RTOL, atol=ATOL))))
         short = make_run(args.library_steps)
-        lib = jax.block_until_ready(idl.sharded_vmap(short, keys, devices=devices))
+        lib = jax.block_until_ready(runtime.sharded_vmap(short, keys, devices=devices))
         extra = dict(shard_max_diff=max(d for d, _ in diffs),
                      shard_close=all(c for _, c in diffs), shard_seeds=per,
                      library_equal=_leaves_equal(lib, pieces(short)[0]))

@@ -30,10 +30,15 @@ def descend(direction, z0, *, lr, length, active=None, trace=False):
         direction drawn with ``jax.random.fold_in(key, j)``.
       z0: the starting point (a pytree of arrays).
       lr: the step size (a number or array), or a schedule ``lr(j) -> step``.
-      length: the static number of loop steps (Python int >= 0).
+      length: the static number of loop steps (Python int >= 0), or ``None``: then the loop
+        runs exactly ``active`` steps, a traced count allowed (a ``lax.while_loop``: a sweep
+        that ``lax.map``-s over step counts pays for each count once, not for the longest
+        every time; it cannot be reverse-differentiated, so keep a static ``length`` for
+        unrolled differentiation).
       active: optional number of steps that move ``z`` (may be traced, e.g. ``vmap``-ped over
         a sweep of step counts with one ``length``); the inactive steps leave ``z`` unchanged
-        and record a zero direction. Default: all ``length``.
+        and record a zero direction. Default: all ``length``. Required when ``length`` is
+        ``None``.
       trace: also return, for every step, the iterate it started from and the direction it
         applied (zero for inactive steps).
 
@@ -49,10 +54,30 @@ def descend(direction, z0, *, lr, length, active=None, trace=False):
       >>> z, (zs, ds) = descend(grad, jnp.array(1.0), lr=0.25, length=3, active=2, trace=True)
       >>> float(z), zs.tolist(), ds.tolist()
       (0.25, [1.0, 0.5, 0.25], [2.0, 1.0, 0.0])
+      >>> import jax
+      >>> jax.lax.map(lambda n: descend(grad, jnp.array(1.0), lr=0.25, length=None, active=n),
+      ...             jnp.arange(3)).tolist()                   # 0, 1 and 2 steps
+      [1.0, 0.5, 0.25]
     """
     _checks.check_callable(direction, "direction")
-    length = _checks.check_steps(length, "length")
     step_size = lr if callable(lr) else (lambda j: lr)
+    if length is None:
+        if active is None:
+            raise TypeError("descend: `active` (the number of steps) is required when "
+                            "`length` is None.")
+        if trace:
+            raise ValueError("descend: `trace=True` needs a static `length` (the trace's "
+                             "leading axis).")
+        if _checks.is_concrete(active):
+            _checks.check_steps(int(active), "active")
+
+        def step(j, z):
+            eta = step_size(j)
+            return jax.tree_util.tree_map(lambda a, b: a - eta * b, z, direction(z, j))
+
+        # a traced bound makes this a while_loop that runs exactly `active` steps
+        return lax.fori_loop(0, jnp.asarray(active, jnp.int32), step, z0)
+    length = _checks.check_steps(length, "length")
 
     def body(z, j):
         d = direction(z, j)

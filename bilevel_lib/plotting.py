@@ -287,10 +287,18 @@ def animation_html(fig, update, frames, *, interval=120, dpi=100):
     at ``dpi`` (default 100, below the style's 150) and ``frames`` should stay small; the figure
     is closed.
 
+    Deprecated: matplotlib's player loads its button icons from a CDN, so it breaks in an
+    offline book; use :func:`bilevel_lib.interactive.slider_figure` (no network).
+
     Returns:
       The HTML string.
     """
+    import warnings
+
     from matplotlib.animation import FuncAnimation
+
+    warnings.warn("plotting.animation_html is deprecated: its player loads icons from a CDN; "
+                  "use bilevel_lib.interactive.slider_figure.", DeprecationWarning, stacklevel=2)
 
     if frames < 1:
         raise ValueError(f"`frames` must be >= 1; got {frames}.")

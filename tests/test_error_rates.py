@@ -8,6 +8,8 @@ recursion for the stochastic fixed-point solver; the bias/variance identity.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -95,6 +97,28 @@ def test_stochastic_fixed_point_deterministic_recursion_and_masking():
     for j in range(4):
         expected = expected - 0.5 / (1.0 + j) * (expected - 2.0)
     np.testing.assert_allclose(z, [expected], rtol=1e-12)
+
+
+def _sid_count(data, x, key, name, other, opts, n, **kw):
+    return er.sid(data, x, key, J=None, **{name: n, other: None}, **kw, **opts)
+
+
+def test_sid_sweep_over_counts_with_and_without_a_static_loop_length(x64):
+    # The t- and k-step iterates are prefixes of longer runs (same key and step size at step
+    # j), so a lax.map over counts with exact-length loops equals the masked vmap, and both
+    # equal separate runs with a concrete count.
+    data = er.make_logistic(jax.random.PRNGKey(1), n_train=60, n_val=40, dim=3)
+    x, key = jnp.log(jnp.array(0.1)), jax.random.PRNGKey(3)
+    opts = dict(lr=1.0, beta=20.0, gamma=20.0, batch=4)
+    counts = jnp.array([1, 4, 9])
+    for name, other in (("t", "k"), ("k", "t")):
+        one = functools.partial(_sid_count, data, x, key, name, other, opts)
+        masked = jax.jit(jax.vmap(functools.partial(one, **{f"max_{name}": 9})))(counts)
+        mapped = jax.jit(functools.partial(jax.lax.map, one))(counts)
+        single = [float(one(int(n))) for n in counts]
+        np.testing.assert_allclose(np.asarray(mapped), single, rtol=1e-12)
+        np.testing.assert_allclose(np.asarray(masked), single, rtol=1e-12)
+        assert len(set(single)) == 3
 
 
 def test_sfp_step_sizes_meet_the_rate_conditions():

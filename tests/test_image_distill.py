@@ -24,7 +24,8 @@ import numpy as np
 import optax
 import pytest
 
-from bilevel_lib import blo
+from bilevel_lib import blo, runtime
+from bilevel_lib.models import linear, metrics
 from bilevel_lib.tasks import distill, image_data
 from bilevel_lib.tasks import image_distill as idl
 
@@ -96,7 +97,7 @@ def test_retrain_reaches_the_strongly_convex_optimum(x64):
     norm = float(jnp.sqrt(sum(jnp.sum(g ** 2) for g in jax.tree_util.tree_leaves(grad))))
     assert norm < 1e-8
     assert bool(jnp.all(jnp.diff(losses) <= 1e-12))       # gradient descent, small step
-    assert float(idl.accuracy(y, pts, lab)) == 1.0
+    assert float(metrics.accuracy(linear.apply(y, pts), lab)) == 1.0
     acc = idl.retrain_accuracy(x, {"train": (pts, lab)}, steps=3000, lr=0.5, weight_decay=wd)
     assert float(acc["train"]) == 1.0
 
@@ -255,16 +256,16 @@ def test_learned_images_rule_and_label_errors():
     with pytest.raises(ValueError, match="differ in size"):
         idl.augmentation_objectives(tiny_images(d=16), tiny_images(d=9))
     with pytest.raises(ValueError, match="leading batch axis"):
-        idl.sharded_vmap(lambda k: k, jnp.zeros(()))
+        runtime.sharded_vmap(lambda k: k, jnp.zeros(()))
     with pytest.raises(ValueError, match="leading batch axis"):
-        idl.sharded_vmap(lambda kv: kv, (jnp.zeros((3, 2)), jnp.zeros(4)))
+        runtime.sharded_vmap(lambda kv: kv, (jnp.zeros((3, 2)), jnp.zeros(4)))
 
 
 def test_sharded_vmap_of_a_pytree_sweep_on_the_visible_devices():
     keys = jax.random.split(jax.random.PRNGKey(0), 3)
     scales = jnp.array([1.0, 2.0, 3.0])
     run = lambda ks: {"draw": ks[1] * jax.random.normal(ks[0], (2,))}
-    out = idl.sharded_vmap(run, (keys, scales))
+    out = runtime.sharded_vmap(run, (keys, scales))
     np.testing.assert_allclose(np.asarray(out["draw"]),
                                np.asarray(jax.vmap(run)((keys, scales))["draw"]), rtol=1e-6)
 
@@ -273,6 +274,7 @@ def test_sharded_vmap_of_a_pytree_sweep_on_the_visible_devices():
 
 _SHARDED = textwrap.dedent("""
     import functools, jax, jax.numpy as jnp, numpy as np
+    from bilevel_lib import runtime
     from bilevel_lib.tasks import image_distill as idl
     assert len(jax.devices()) == 8, jax.devices()
     rng = np.random.default_rng(0)
@@ -283,7 +285,7 @@ _SHARDED = textwrap.dedent("""
     keys = jax.random.split(jax.random.PRNGKey(0), 8)
     ref = jax.jit(jax.vmap(run))(keys)
     assert len(ref[1]["W"].sharding.device_set) == 1
-    out = idl.sharded_vmap(run, keys)
+    out = runtime.sharded_vmap(run, keys)
     for a, b in zip(jax.tree_util.tree_leaves(out), jax.tree_util.tree_leaves(ref)):
         assert a.shape == b.shape and a.shape[0] == 8
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-5, atol=2e-6)
@@ -292,7 +294,7 @@ _SHARDED = textwrap.dedent("""
         assert a.addressable_shards[0].data.shape[0] == 1     # one seed a device
     # 6 seeds on 8 devices: padded, then cut back to 6
     draw = lambda k: jax.random.normal(k, (3,))
-    padded = idl.sharded_vmap(draw, keys[:6])
+    padded = runtime.sharded_vmap(draw, keys[:6])
     np.testing.assert_array_equal(np.asarray(padded), np.asarray(jax.vmap(draw)(keys[:6])))
     print("SHARDED-OK")
 """)
@@ -387,7 +389,7 @@ def test_fit_classifier_reaches_the_strongly_convex_optimum(x64):
         e[i, j] = eps
         worst = max(worst, abs(loss(w + e) - loss(w - e)) / (2 * eps))
     assert worst < 1e-7
-    assert float(idl.accuracy(y, pts, lab)) == 1.0
+    assert float(metrics.accuracy(linear.apply(y, pts), lab)) == 1.0
     with pytest.raises(ValueError, match="`data` labels"):
         idl.fit_classifier((pts, lab[:3]), steps=1, lr=0.1)
 
@@ -488,7 +490,7 @@ def test_cold_start_from_zero_predicts_at_most_two_classes_with_one_image(x64):
     pts, lab = tiny_images(40, dtype=np.float64)
     x, y, _ = idl.cold_start_run(jax.random.PRNGKey(0), (pts, lab), num_learned=1,
                                  outer_steps=20, inner_steps=30, inner_lr=0.5, outer_lr=0.05)
-    logits = np.asarray(idl.classify(y, pts))
+    logits = np.asarray(linear.apply(y, pts))
     c = np.asarray(y["b"])
     scale = np.asarray(pts) @ np.asarray(x["points"][0]) + 1.0
     np.testing.assert_allclose(logits, np.outer(scale, c), rtol=1e-9, atol=1e-12)
@@ -573,10 +575,18 @@ def test_augmentation_recorded_accuracy_and_frozen_noise(method):
     theta, y, _ = jax.jit(functools.partial(idl.augmentation_run, outer_steps=10, **kw))(
         jax.random.PRNGKey(0))
     assert trace["accuracy"]["val"].shape == (2,)
-    assert abs(float(trace["accuracy"]["val"][0]) - float(idl.accuracy(y, *val))) < 1e-6
+    direct = metrics.accuracy(linear.apply(y, val[0]), val[1])
+    assert abs(float(trace["accuracy"]["val"][0]) - float(direct)) < 1e-6
     frozen, _, _ = jax.jit(functools.partial(idl.augmentation_run, outer_steps=10,
                                              freeze_noise=True, **kw))(jax.random.PRNGKey(0))
     assert float(jnp.abs(frozen["c"] - theta["c"]).max()) > 1e-4
+    # a traced switch gives each static setting's run (one compilation for both)
+    switch = jax.jit(lambda f: idl.augmentation_run(jax.random.PRNGKey(0), outer_steps=10,
+                                                    freeze_noise=f, **kw)[0])
+    for flag, want in ((True, frozen), (False, theta)):
+        for name in want:
+            np.testing.assert_allclose(np.asarray(switch(jnp.asarray(flag))[name]),
+                                       np.asarray(want[name]), rtol=1e-5, atol=1e-6)
     with pytest.raises(TypeError, match="eval_sets"):
         idl.augmentation_run(jax.random.PRNGKey(0), outer_steps=10, eval_every=5, **kw)
 
@@ -585,5 +595,18 @@ def test_sharded_vmap_broadcasts_shared_arguments():
     keys = jax.random.split(jax.random.PRNGKey(0), 3)
     run = lambda k, data: jax.random.normal(k, (2,)) @ data
     for data in (jnp.eye(2), 2.0 * jnp.eye(2)):     # the second call reuses the first's program
-        np.testing.assert_allclose(np.asarray(idl.sharded_vmap(run, keys, data)),
+        np.testing.assert_allclose(np.asarray(runtime.sharded_vmap(run, keys, data)),
                                    np.asarray(jax.vmap(run, (0, None))(keys, data)), rtol=1e-6)
+
+
+def test_old_homes_of_the_classifier_and_the_sweep_warn_and_agree():
+    y = {"W": jnp.array([[1.0, 0.0], [0.0, 1.0]]), "b": jnp.zeros(2)}
+    pts, lab = jnp.array([[1.0, 0.0], [1.0, 2.0]]), jnp.array([0, 0])
+    with pytest.warns(DeprecationWarning, match="metrics.accuracy"):
+        assert float(idl.accuracy(y, pts, lab)) == 0.5
+    with pytest.warns(DeprecationWarning, match="linear.apply"):
+        assert idl.classify is linear.apply
+    with pytest.warns(DeprecationWarning, match="runtime.sharded_vmap"):
+        assert idl.sharded_vmap is runtime.sharded_vmap
+    with pytest.raises(AttributeError, match="no_such_name"):
+        idl.no_such_name  # noqa: B018

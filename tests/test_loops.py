@@ -52,6 +52,30 @@ def test_active_steps_freeze_the_iterate_and_sweep_under_vmap(x64):
     assert sweep(jnp.arange(6)).tolist() == [8.0, 4.0, 2.0, 1.0, 0.5, 0.25]
 
 
+def test_dynamic_length_runs_exactly_active_steps_under_map_jit_and_vmap(x64):
+    halve = lambda z, j: z                                # lr 1/2 halves z each step
+    run = lambda k: loops.descend(halve, jnp.array(8.0), lr=0.5, length=None, active=k)
+    want = [8.0 * 0.5**k for k in range(6)]
+    assert jax.jit(lambda ks: jax.lax.map(run, ks))(jnp.arange(6)).tolist() == want
+    assert jax.jit(jax.vmap(run))(jnp.arange(6)).tolist() == want
+    assert float(run(3)) == 1.0
+    # a traced count is one loop of exactly that many steps: count the direction's calls
+    calls = []
+    count = lambda z, j: (jax.debug.callback(lambda: calls.append(1)), z)[1]
+    jax.block_until_ready(jax.jit(lambda k: loops.descend(count, jnp.array(1.0), lr=0.5,
+                                                          length=None, active=k))(3))
+    assert len(calls) == 3
+
+
+def test_dynamic_length_bad_input():
+    with pytest.raises(TypeError, match="active"):
+        loops.descend(lambda z, j: z, jnp.zeros(2), lr=0.1, length=None)
+    with pytest.raises(ValueError, match="trace"):
+        loops.descend(lambda z, j: z, jnp.zeros(2), lr=0.1, length=None, active=2, trace=True)
+    with pytest.raises(ValueError, match="active"):
+        loops.descend(lambda z, j: z, jnp.zeros(2), lr=0.1, length=None, active=-1)
+
+
 def test_pytree_iterates():
     z0 = {"a": jnp.ones(2), "b": jnp.array(4.0)}
     got = loops.descend(lambda z, j: z, z0, lr=0.5, length=2)

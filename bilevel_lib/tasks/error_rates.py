@@ -401,7 +401,7 @@ def loglog_slope(n, y):
     return float(np.polyfit(np.log(n), np.log(y), 1)[0])
 
 
-def stochastic_fixed_point(step_dir, z0, key, *, steps, max_steps, lr, beta, gamma):
+def stochastic_fixed_point(step_dir, z0, key, *, steps, max_steps=None, lr, beta, gamma):
     r"""Stochastic fixed-point iterations with decreasing step sizes (the tutorial's SID solver).
 
     .. math:: z_{j+1} = z_j - \alpha\,\eta_j\, \widehat{G}(z_j, \zeta_j),\qquad
@@ -417,7 +417,11 @@ def stochastic_fixed_point(step_dir, z0, key, *, steps, max_steps, lr, beta, gam
       z0: the starting point.
       key: PRNG key; step ``j`` uses ``jax.random.fold_in(key, j)``.
       steps: number of active steps (int, may be traced).
-      max_steps: static loop length (steps ``j >= steps`` leave ``z`` unchanged).
+      max_steps: static loop length (steps ``j >= steps`` leave ``z`` unchanged), or ``None``
+        (the default) for a loop of exactly ``steps`` steps, traced or not (see
+        :func:`bilevel_lib.loops.descend`; not reverse-differentiable). Step ``j`` uses the
+        same key and step size either way, so the ``steps``-step iterate is a prefix of any
+        longer run.
       lr, beta, gamma: ``alpha``, ``beta`` and ``gamma`` above.
 
     Example:
@@ -487,8 +491,11 @@ def sid(data, x, key, *, t, k, J, max_t=None, max_k=None, max_J=None, batch=32, 
        data: the outer objective does not depend on ``x`` directly).
 
     Any of ``t``, ``k``, ``J`` may be ``None``: the exact limit (``w(lambda)`` by Newton, a
-    dense solve, the full validation set). Integers may be traced when the matching ``max_*``
-    is given (one compilation for a sweep).
+    dense solve, the full validation set). Integers may be traced (one compilation for a
+    sweep): ``t`` and ``k`` with or without ``max_t``/``max_k`` (a static loop length with the
+    extra steps masked, which a ``vmap`` over counts needs; without it the loop runs exactly
+    ``t`` or ``k`` steps, the cheap choice under ``lax.map`` over counts), ``J`` only with
+    ``max_J``.
 
     Returns:
       The scalar estimate of ``dF/dx``.
@@ -520,7 +527,7 @@ def sid(data, x, key, *, t, k, J, max_t=None, max_k=None, max_J=None, batch=32, 
     else:
         grad_b = jax.grad(batch_inner)
         w = stochastic_fixed_point(lambda w_, kk: grad_b(w_, x, kk), jnp.zeros(d, data.X.dtype),
-                                   k_in, steps=t, max_steps=t if max_t is None else max_t,
+                                   k_in, steps=t, max_steps=max_t,
                                    lr=lr, beta=beta, gamma=gamma)
     if J is None:
         e_w = jax.grad(logistic_loss)(w, data.X_val, data.y_val)
@@ -535,7 +542,7 @@ def sid(data, x, key, *, t, k, J, max_t=None, max_k=None, max_J=None, batch=32, 
             return hv - e_w
 
         v = stochastic_fixed_point(lin_dir, jnp.zeros(d, data.X.dtype), k_lin, steps=k,
-                                   max_steps=k if max_k is None else max_k, lr=lr, beta=beta,
+                                   max_steps=max_k, lr=lr, beta=beta,
                                    gamma=gamma)
     # B^T v = d/dx <grad_w g(x, w), v>: the penalty's part (data terms do not depend on x).
     b_t_v = jax.grad(lambda xx: _penalty(xx, log_lam) * jnp.vdot(w, v))(x)

@@ -42,6 +42,7 @@ final learned data alone.
 from __future__ import annotations
 
 import functools
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -56,9 +57,7 @@ __all__ = [
     "NUM_CLASSES",
     "prepare",
     "init_classifier",
-    "classify",
     "classifier_loss",
-    "accuracy",
     "evaluate",
     "init_learned",
     "learned_data_opt",
@@ -74,7 +73,6 @@ __all__ = [
     "augmentation_sample",
     "augmentation_run",
     "augmentation_retrain_accuracy",
-    "sharded_vmap",
 ]
 
 NUM_CLASSES = 10
@@ -170,14 +168,10 @@ def classifier_loss(y, points, targets, *, weight_decay=0.0):
 
 
 def accuracy(y, points, labels):
-    """Deprecated: ``bilevel_lib.models.metrics.accuracy(linear.apply(y, points), labels)``.
-
-    Example:
-      >>> import jax.numpy as jnp
-      >>> y = {"W": jnp.eye(2), "b": jnp.zeros(2)}
-      >>> float(accuracy(y, jnp.array([[1.0, 0.0], [1.0, 2.0]]), jnp.array([0, 0])))
-      0.5
-    """
+    """Deprecated: ``bilevel_lib.models.metrics.accuracy(linear.apply(y, points), labels)``."""
+    warnings.warn("image_distill.accuracy(y, points, labels) is deprecated: use "
+                  "bilevel_lib.models.metrics.accuracy(linear.apply(y, points), labels).",
+                  DeprecationWarning, stacklevel=2)
     return metrics.accuracy(linear.apply(y, points), labels)
 
 
@@ -835,7 +829,8 @@ def augmentation_run(key, train, validation, *, method="warm", outer_steps, inne
       noise_scale: the starting ``B`` of :func:`init_augmentation` (0: no noise at first).
       diagonal: per-pixel gains ``A`` (``(d,)``) instead of a full ``d x d`` map.
       freeze_noise: draw the noise once and use it at every step (an ablation: the net then
-        maps 50 fixed noisy images, a learned data set rather than an augmentation).
+        maps 50 fixed noisy images, a learned data set rather than an augmentation). A
+        traced boolean works too: a sweep over both settings compiles once.
       batch_key: optional PRNG key of the validation minibatches (see
         :func:`augmentation_sample`): warm and cold start given the same one see the same
         validation rows at every step.
@@ -866,12 +861,19 @@ def augmentation_run(key, train, validation, *, method="warm", outer_steps, inne
     theta0 = init_augmentation(train_pts.shape[1], noise_dim=noise_dim,
                                noise_scale=noise_scale, key=init_key, diagonal=diagonal)
     y0 = init_classifier(train_pts.shape[1], NUM_CLASSES)
+    static_freeze = isinstance(freeze_noise, (bool, np.bool_))
     frozen = None
-    if freeze_noise:
+    if not static_freeze or freeze_noise:
         frozen = jax.random.normal(noise_key, (train_pts.shape[0], noise_dim), theta0["B"].dtype)
     sample = augmentation_sample(train_pts.shape[0], noise_dim, n_val=n_val,
                                  batch_size=batch_size, batch_key=batch_key,
-                                 frozen_noise=frozen)
+                                 frozen_noise=frozen if static_freeze else None)
+    if not static_freeze:
+        fresh = sample
+
+        def sample(key, step):
+            noise, rows = fresh(key, step)
+            return jnp.where(freeze_noise, frozen, noise), rows
     if method == "cold" and inner_opt is not None:
         raise ValueError("cold start differentiates SGD re-training of step `inner_lr`: leave "
                          "`inner_opt` unset.")
@@ -928,5 +930,14 @@ def augmentation_retrain_accuracy(theta, key, train, eval_sets, *, draws, steps,
 
 
 # The old homes of the classifier and of the sweep: the models and the runtime now hold them.
-classify = linear.apply
-sharded_vmap = runtime.sharded_vmap
+_MOVED = {"classify": ("bilevel_lib.models.linear.apply", linear.apply),
+          "sharded_vmap": ("bilevel_lib.runtime.sharded_vmap", runtime.sharded_vmap)}
+
+
+def __getattr__(name):
+    if name in _MOVED:
+        new_home, obj = _MOVED[name]
+        warnings.warn(f"bilevel_lib.tasks.image_distill.{name} is deprecated: use {new_home}.",
+                      DeprecationWarning, stacklevel=2)
+        return obj
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
