@@ -69,14 +69,15 @@ def descend(direction, z0, *, lr, length, active=None, trace=False):
             raise ValueError("descend: `trace=True` needs a static `length` (the trace's "
                              "leading axis).")
         if _checks.is_concrete(active):
-            _checks.check_steps(int(active), "active")
+            # a known count is the static loop below (a scan: reverse-differentiable)
+            length, active = _checks.check_steps(int(active), "active"), None
+        else:
+            def step(j, z):
+                eta = step_size(j)
+                return jax.tree_util.tree_map(lambda a, b: a - eta * b, z, direction(z, j))
 
-        def step(j, z):
-            eta = step_size(j)
-            return jax.tree_util.tree_map(lambda a, b: a - eta * b, z, direction(z, j))
-
-        # a traced bound makes this a while_loop that runs exactly `active` steps
-        return lax.fori_loop(0, jnp.asarray(active, jnp.int32), step, z0)
+            # a traced bound makes this a while_loop that runs exactly `active` steps
+            return lax.fori_loop(0, jnp.asarray(active, jnp.int32), step, z0)
     length = _checks.check_steps(length, "length")
 
     def body(z, j):

@@ -65,6 +65,9 @@ def test_dynamic_length_runs_exactly_active_steps_under_map_jit_and_vmap(x64):
     jax.block_until_ready(jax.jit(lambda k: loops.descend(count, jnp.array(1.0), lr=0.5,
                                                           length=None, active=k))(3))
     assert len(calls) == 3
+    # a known count is a scan: reverse-mode differentiation works, d(z0 / 2^3)/dz0 = 1/8
+    grad = jax.grad(lambda z0: loops.descend(halve, z0, lr=0.5, length=None, active=3))
+    assert float(grad(jnp.array(8.0))) == 0.125
 
 
 def test_dynamic_length_bad_input():
