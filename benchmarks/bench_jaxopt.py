@@ -1,6 +1,6 @@
 """Truncated-CG hypergradient: ``bilevel_lib.hypergrad.cg`` against jaxopt's implicit diff.
 
-The inner problem is a ridge-regularised MLP (2 hidden layers of 64 tanh units) fitted to a
+The inner problem is a ridge-regularized MLP (2 hidden layers of 64 tanh units) fitted to a
 synthetic regression task; the outer parameters ``x`` are the three per-layer log ridge
 penalties, the outer objective is the validation loss:
 

@@ -1,7 +1,7 @@
 """``bilevel_lib`` against lineax (and jaxopt) on the same HVP operator.
 
 optimistix is not timed: ``optimistix.root_find(..., max_steps=0)`` with ``ImplicitAdjoint``
-still runs its solver's first step in the forward pass (``optx.Newton`` materialises the
+still runs its solver's first step in the forward pass (``optx.Newton`` materializes the
 4801 x 4801 Jacobian: about 3 s a call against 30 ms), and ``optx.ImplicitAdjoint.apply``
 needs closure-free functions; its backward pass is a ``lineax.linear_solve``, the lineax row.
 

@@ -1,6 +1,6 @@
 """Per-call CG hypergradient vs jaxopt at a non-stationary and at a stationary inner point.
 
-Same problem as ``bench_jaxopt.py`` (ridge-regularised 8-64-64-1 tanh MLP, 4801 inner
+Same problem as ``bench_jaxopt.py`` (ridge-regularized 8-64-64-1 tanh MLP, 4801 inner
 parameters, x = three per-layer log ridge penalties, outer = validation loss), at two points:
 
 * ``initial``: the initial weights, far from any minimum. The inner Hessian there is

@@ -1,13 +1,13 @@
-r"""Cold-start and warm-start bilevel optimisation loops (the paper's Algorithms 1 and 2).
+r"""Cold-start and warm-start bilevel optimization loops (the paper's Algorithms 1 and 2).
 
-Both loops alternate ``inner_steps`` steps of an inner optax optimiser on ``inner(x, y)`` with
+Both loops alternate ``inner_steps`` steps of an inner optax optimizer on ``inner(x, y)`` with
 one outer optax step along ``hypergrad(inner, outer, x, y)``:
 
-* **cold start** re-initialises ``y <- y0`` (and the inner optimiser state) before every outer
+* **cold start** re-initializes ``y <- y0`` (and the inner optimizer state) before every outer
   step, so the inner solution is a function of ``x`` alone: with gradient descent on a convex
   quadratic it is the solution closest to ``y0`` (Lemma C.1), and the exact hypergradient then
   drives ``x`` to the outer solution closest to ``x0`` (Theorem 3.1);
-* **warm start** carries ``y`` (and the inner optimiser state) over from the previous outer
+* **warm start** carries ``y`` (and the inner optimizer state) over from the previous outer
   step, so ``y`` can remember every earlier ``x``; ``inner_steps=1`` is the "partial"
   warm start of alternating gradient steps, a large ``inner_steps`` the "full" one.
 
@@ -29,7 +29,7 @@ import optax
 from jax import lax
 from jax.typing import ArrayLike
 
-from . import _checks, _loops
+from . import _checks, loops
 
 __all__ = [
     "cold_start",
@@ -202,7 +202,7 @@ _DOC_ARGS = r"""
       outer_opt: optax ``GradientTransformation`` for x (e.g. ``optax.sgd`` or ``optax.adam``).
       inner_opt: optax ``GradientTransformation`` for y.
       outer_steps: number of outer steps T (static int).
-      inner_steps: inner optimiser steps before each hypergradient (static int).
+      inner_steps: inner optimizer steps before each hypergradient (static int).
       trace_y: also record the inner parameters at every outer step (memory T * dim(y)).
       log_every: print progress every that many outer steps (``jax.debug.print``; also
         works under ``jit``). ``None`` (default) prints nothing.
@@ -285,7 +285,7 @@ def warm_start(inner: Callable, outer: Callable, x0: Any, y0: Any, *, hypergrad:
 
 
 warm_start.__doc__ = (
-    r"""Warm-start BLO (Algorithm 2): carry y (and its optimiser state) across outer steps.
+    r"""Warm-start BLO (Algorithm 2): carry y (and its optimizer state) across outer steps.
 
     .. math:: y_{t} = \Phi_{T}(y_{t-1}, x_t),\qquad x_{t+1} = x_t - \beta\,\widehat{\nabla} F(x_t)
     """ + _DOC_ARGS + r"""
@@ -312,7 +312,7 @@ def inner_gd(inner: Callable, x: Any, y0: Any, *, lr: ArrayLike, steps,
 
     Differentiable in ``x``, ``y0`` and ``lr`` (it is the loop :func:`bilevel_lib.hypergrad.unroll`
     differentiates), so ``jax.jacobian(lambda x: inner_gd(inner, x, y0, ...))`` is the
-    unrolled response Jacobian. Use an optax optimiser inside :func:`cold_start` for anything
+    unrolled response Jacobian. Use an optax optimizer inside :func:`cold_start` for anything
     but plain gradient descent.
 
     Args:
@@ -337,7 +337,8 @@ def inner_gd(inner: Callable, x: Any, y0: Any, *, lr: ArrayLike, steps,
     _checks.check_objective(inner, "inner", x, y0)
     _checks.check_positive(lr, "lr")
     length, active = _checks.steps_and_mask(steps, max_steps)
-    return _loops.descend(inner, x, y0, lr, length, active)
+    grad_y = jax.grad(inner, argnums=1)
+    return loops.descend(lambda y, _: grad_y(x, y), y0, lr=lr, length=length, active=active)
 
 
 def minimize(loss_fn: Callable, params0: Any, *, steps: int, optimizer):
@@ -350,7 +351,7 @@ def minimize(loss_fn: Callable, params0: Any, *, steps: int, optimizer):
     Args:
       loss_fn: ``params -> scalar``.
       params0: initial parameters (pytree of floats).
-      steps: number of optimiser steps (static int).
+      steps: number of optimizer steps (static int).
       optimizer: optax ``GradientTransformation``, e.g. ``optax.sgd(0.1)``.
 
     Returns:

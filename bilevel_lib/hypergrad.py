@@ -53,7 +53,7 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 from jax.typing import ArrayLike
 
-from . import _checks, _loops, linalg
+from . import _checks, linalg, loops
 
 __all__ = [
     "implicit",
@@ -410,7 +410,7 @@ def cg(inner: Objective, outer: Objective, x: Any, y: Any, *, steps,
     r"""Hypergradient with ``steps`` iterations of conjugate gradient on ``H v = dF/dy``.
 
     A Krylov (polynomial) approximation: after K steps ``v = p_K(H) dF/dy`` for the degree
-    ``K - 1`` polynomial minimising the H-norm error, unlike Neumann's fixed polynomial. With a
+    ``K - 1`` polynomial minimizing the H-norm error, unlike Neumann's fixed polynomial. With a
     breakdown guard (see :func:`bilevel_lib.linalg.cg_solve`) it never produces NaN on a
     singular ``H``, and it steps through negative curvature (an indefinite ``H``, e.g. a
     network away from a minimum), reaching ``H^{-1} dF/dy`` when ``H`` is nonsingular.
@@ -559,6 +559,22 @@ def damped(inner: Objective, outer: Objective, x: Any, y: Any, *, eps: ArrayLike
                    what="The damped hypergradient", hint=_DAMPED_HINT)
 
 
+
+def _inner_descent(inner, x, y0, lr, length, active, args=(), delta=None):
+    """``loops.descend`` on ``grad_y f(x, y, *args) + delta``: the loop ``unroll`` differentiates.
+
+    ``delta`` (zero) is a constant forcing whose gradient is minus the vector the unroll
+    implicitly applies in place of ``H^{-1} dF/dy``.
+    """
+    grad_y = jax.grad(inner, argnums=1)
+
+    def direction(y_, _):
+        g = grad_y(x, y_, *args)
+        return g if delta is None else jax.tree_util.tree_map(jnp.add, g, delta)
+
+    return loops.descend(direction, y0, lr=lr, length=length, active=active)
+
+
 def unroll(inner: Objective, outer: Objective, x: Any, y: Any, *, steps, lr: ArrayLike,
            max_steps: int | None = None, return_info: bool = False, throw: bool = True,
            args: tuple = ()):
@@ -606,7 +622,7 @@ def unroll(inner: Objective, outer: Objective, x: Any, y: Any, *, steps, lr: Arr
     k = length if active is None else jnp.minimum(active, length)
     if not return_info:
         def final_loss(x_):
-            return outer(x_, _loops.descend(inner, x_, y, lr, length, active, args), *args)
+            return outer(x_, _inner_descent(inner, x_, y, lr, length, active, args), *args)
 
         out = jax.grad(final_loss)(x)
         if throw:
@@ -617,7 +633,7 @@ def unroll(inner: Objective, outer: Objective, x: Any, y: Any, *, steps, lr: Arr
         return out
 
     def final_loss_forced(x_, delta):
-        y_k = _loops.descend(inner, x_, y, lr, length, active, args, delta)
+        y_k = _inner_descent(inner, x_, y, lr, length, active, args, delta)
         return outer(x_, y_k, *args), y_k
 
     zero = jax.tree_util.tree_map(jnp.zeros_like, y)

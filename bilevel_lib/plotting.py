@@ -1,7 +1,7 @@
 """One figure style for the whole book.
 
-Every chapter calls :func:`use_style` once and takes colours from ``METHOD_COLORS``, so the
-same method has the same colour in every figure (exact = black, Neumann/unroll = blues,
+Every chapter calls :func:`use_style` once and takes colors from ``METHOD_COLORS``, so the
+same method has the same color in every figure (exact = black, Neumann/unroll = blues,
 damped = oranges, CG = green, warm start = red, cold start = blue).
 """
 
@@ -67,12 +67,12 @@ def use_style() -> None:
 
 
 def method_color(name: str) -> str:
-    """Colour of a method by name (``"neumann"``, ``"warm"``, ...); grey if unknown."""
+    """Color of a method by name (``"neumann"``, ``"warm"``, ...); grey if unknown."""
     return METHOD_COLORS.get(name.lower(), "#555555")
 
 
 def sequential_colors(n: int, cmap: str = "viridis"):
-    """``n`` colours along a sequential colormap, e.g. for a sweep over K or time."""
+    """``n`` colors along a sequential colormap, e.g. for a sweep over K or time."""
     if n < 1:
         raise ValueError(f"`n` must be >= 1; got {n}.")
     return [mpl.colormaps[cmap](v) for v in np.linspace(0.1, 0.9, n)]
@@ -120,7 +120,7 @@ __all__ += ["plot_learned_fit", "plot_original_points"]
 
 
 def plot_learned_fit(ax, u_learned, x, u_grid, fit, *, color, label, marker="o", **kw):
-    """Learned points ``(u_i, x_i)`` as markers and the fitted curve over ``u_grid``, one colour.
+    """Learned points ``(u_i, x_i)`` as markers and the fitted curve over ``u_grid``, one color.
 
     ``fit`` is the inner model's prediction on ``u_grid``; the label goes on the curve.
     """
@@ -169,7 +169,7 @@ __all__ += [
 ]
 
 CLASS_COLORS = ("#d62728", "#2ca02c", "#1f77b4", "#ff7f0e", "#9467bd")
-"""Colours of classes 0, 1, 2, ... in 2-D classification figures (red, green, blue, ...)."""
+"""Colors of classes 0, 1, 2, ... in 2-D classification figures (red, green, blue, ...)."""
 
 
 def class_colors(num_classes: int):
@@ -187,10 +187,10 @@ def plot_decision_boundary(ax, predict, *, xlim, ylim, num_classes=2, resolution
       ax: matplotlib axes.
       predict: ``points (n, 2) -> logits (n, num_classes)`` (e.g. a closure over ``mlp.apply``).
       xlim, ylim: the plotted square.
-      num_classes: number of classes (colours from :data:`CLASS_COLORS`).
+      num_classes: number of classes (colors from :data:`CLASS_COLORS`).
       resolution: grid points per axis.
       alpha: opacity of the class shading.
-      color: colour of the boundary curve; ``label`` its legend entry (``None`` for none).
+      color: color of the boundary curve; ``label`` its legend entry (``None`` for none).
 
     Returns:
       The grid's predicted class, an int array ``(resolution, resolution)``.
@@ -225,7 +225,7 @@ def plot_decision_boundary(ax, predict, *, xlim, ylim, num_classes=2, resolution
 
 
 def plot_classes(ax, points, labels, *, num_classes=None, s=7, alpha=0.55, names=None):
-    """Scatter 2-D ``points`` coloured by int ``labels`` (one legend entry per class)."""
+    """Scatter 2-D ``points`` colored by int ``labels`` (one legend entry per class)."""
     points, labels = np.asarray(points), np.asarray(labels)
     n = int(labels.max()) + 1 if num_classes is None else num_classes
     for k, c in enumerate(class_colors(n)):
@@ -237,7 +237,7 @@ def plot_classes(ax, points, labels, *, num_classes=None, s=7, alpha=0.55, names
 
 
 def plot_learned_points(ax, points, labels=None, *, colors=None, size=110, label="learned point"):
-    """Learned points as large crosses with a black edge (coloured by class when given)."""
+    """Learned points as large crosses with a black edge (colored by class when given)."""
     points = np.asarray(points)
     if colors is None:
         labels = np.zeros(len(points), int) if labels is None else np.asarray(labels)
@@ -249,7 +249,7 @@ def plot_learned_points(ax, points, labels=None, *, colors=None, size=110, label
 
 
 def plot_trajectories(ax, paths, *, cmap="viridis", linewidth=1.6, label=None, zorder=4):
-    """Paths of points over time, each segment coloured by its time (early dark, late bright).
+    """Paths of points over time, each segment colored by its time (early dark, late bright).
 
     Args:
       ax: matplotlib axes.
@@ -258,7 +258,7 @@ def plot_trajectories(ax, paths, *, cmap="viridis", linewidth=1.6, label=None, z
       label: legend entry (one for all paths).
 
     Returns:
-      The ``LineCollection`` (pass it to ``fig.colorbar`` for a time colour bar; its values
+      The ``LineCollection`` (pass it to ``fig.colorbar`` for a time color bar; its values
       run over the time index 0..T-1).
     """
     from matplotlib.collections import LineCollection

@@ -3,7 +3,7 @@ r"""Closed forms for convex quadratic bilevel problems (the paper's Assumption 3
 These are the "known answers" the theory chapters and the tests compare iterative methods with:
 
 * :func:`closest_minimizer` -- Lemma C.1: gradient descent on ``f(y) = 1/2 y^T H y + b^T y``
-  from ``y0`` converges to ``y0 - H^+ (H y0 + b)``, the minimiser closest to ``y0``;
+  from ``y0`` converges to ``y0 - H^+ (H y0 + b)``, the minimizer closest to ``y0``;
 * :func:`closest_solution` -- the same for least squares ``min |A y - t|^2``:
   ``y0 + A^+ (t - A y0)``;
 * :func:`project_hyperplane` -- one Kaczmarz step, the projection onto ``{w : a.w = t}``;
@@ -14,9 +14,13 @@ These are the "known answers" the theory chapters and the tests compare iterativ
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.typing import ArrayLike
 
 from . import _checks, linalg
 
@@ -34,6 +38,8 @@ __all__ = [
     "least_squares_objectives",
     "random_least_squares",
 ]
+
+Array = jax.Array
 
 
 def _pinv(a, rtol=None):
@@ -55,8 +61,9 @@ def _check_quadratic(hess, b, y0):
     return hess, b, y0
 
 
-def closest_minimizer(hess, b, y0, *, rtol=None):
-    r"""Minimiser of ``1/2 y^T H y + b^T y`` closest to ``y0`` (Lemma C.1).
+def closest_minimizer(hess: ArrayLike, b: ArrayLike, y0: ArrayLike, *,
+                      rtol: float | None = None) -> Array:
+    r"""Minimizer of ``1/2 y^T H y + b^T y`` closest to ``y0`` (Lemma C.1).
 
     .. math:: y_\infty = y_0 - H^{+}(H y_0 + b)
 
@@ -82,7 +89,8 @@ def closest_minimizer(hess, b, y0, *, rtol=None):
     return y0 - _pinv(hess, rtol) @ (hess @ y0 + b)
 
 
-def closest_solution(a, t, y0, *, rtol=None):
+def closest_solution(a: ArrayLike, t: ArrayLike, y0: ArrayLike, *,
+                     rtol: float | None = None) -> Array:
     r"""Least-squares solution of ``A y = t`` closest to ``y0``.
 
     .. math:: y^\star = y_0 + A^{+}(t - A y_0) = \arg\min_{y \in \arg\min |Ay - t|} |y - y_0|
@@ -107,7 +115,7 @@ def closest_solution(a, t, y0, *, rtol=None):
     return y0 + _pinv(a, rtol) @ (t - a @ y0)
 
 
-def project_hyperplane(w, a, target):
+def project_hyperplane(w: ArrayLike, a: ArrayLike, target: ArrayLike) -> Array:
     r"""Project ``w`` onto the hyperplane ``{v : a . v = target}`` (one Kaczmarz step).
 
     .. math:: P(w) = w + \frac{\text{target} - a \cdot w}{a \cdot a}\, a
@@ -128,7 +136,7 @@ def project_hyperplane(w, a, target):
     return w + (target - jnp.vdot(a, w)) / aa * a
 
 
-def kaczmarz(w0, rows, targets, *, sweeps=1):
+def kaczmarz(w0: ArrayLike, rows: ArrayLike, targets: ArrayLike, *, sweeps: int = 1) -> Array:
     r"""Cyclic Kaczmarz: project ``w0`` onto each row's hyperplane in turn, ``sweeps`` times.
 
     Returns the stacked iterates (``sweeps * len(rows) + 1``, n), starting with ``w0``. For a
@@ -152,7 +160,9 @@ def kaczmarz(w0, rows, targets, *, sweeps=1):
     return jnp.stack(iterates)
 
 
-def min_norm_outer_solution(phi, psi, t, x0, y0=None, *, rtol=None):
+def min_norm_outer_solution(phi: ArrayLike, psi: ArrayLike, t: ArrayLike, x0: ArrayLike,
+                            y0: ArrayLike | None = None, *,
+                            rtol: float | None = None) -> tuple[Array, Array]:
     r"""Outer solution closest to ``x0`` for the linear least-squares bilevel problem (Thm 3.1).
 
     Inner ``f(x, y) = 1/2 |Phi y - x|^2`` solved by gradient descent from ``y0`` gives
@@ -167,7 +177,7 @@ def min_norm_outer_solution(phi, psi, t, x0, y0=None, *, rtol=None):
       psi: (p, n) features of the p original points.
       t: (p,) original targets.
       x0: (m,) initial learned targets.
-      y0: (n,) inner initialisation (default zeros).
+      y0: (n,) inner initialization (default zeros).
 
     Returns:
       ``(x_star, y_star)``: the outer limit and the inner solution there.
@@ -194,7 +204,8 @@ def min_norm_outer_solution(phi, psi, t, x0, y0=None, *, rtol=None):
 # ---------------------------------------------------------------------------------------------
 
 
-def gradient_descent(hess, b, y0, *, lr, steps, trace=False):
+def gradient_descent(hess: ArrayLike, b: ArrayLike, y0: ArrayLike, *, lr: ArrayLike, steps: int,
+                     trace: bool = False) -> Array:
     r"""``steps`` steps of gradient descent on ``f(y) = 1/2 y^T H y + b^T y`` from ``y0``.
 
     .. math:: y_{k+1} = y_k - \alpha (H y_k + b),\qquad
@@ -202,7 +213,7 @@ def gradient_descent(hess, b, y0, *, lr, steps, trace=False):
 
     with ``y_inf = closest_minimizer(H, b, y0)`` (Lemma C.1; the paper's Eq. 35). The part of
     ``y_k - y0`` in ``null(H)`` is zero for every step size: for ``0 < lr < 2/lambda_max`` the
-    rest contracts, so the limit is the minimiser closest to ``y0``; past ``2/lambda_max`` the
+    rest contracts, so the limit is the minimizer closest to ``y0``; past ``2/lambda_max`` the
     range part diverges along the top eigenvector while the null-space part still never moves.
     For least squares ``1/2 |A y - t|^2`` pass ``hess = A^T A`` and ``b = -A^T t``.
 
@@ -279,7 +290,8 @@ def _null_part(phi, psi, rtol, tol):
     return _pinv(phi, rtol), null, g, _pinv_above(g, cut), cut
 
 
-def optimistic_value(phi, psi, t, x, *, rtol=None, tol=None):
+def optimistic_value(phi: ArrayLike, psi: ArrayLike, t: ArrayLike, x: ArrayLike, *,
+                     rtol: float | None = None, tol: float | None = None) -> Array:
     r"""The optimistic value function: the best outer loss over the inner solution set.
 
     For ``f(x, y) = 1/2 |Phi y - x|^2`` the inner solution set is
@@ -289,7 +301,7 @@ def optimistic_value(phi, psi, t, x, *, rtol=None, tol=None):
     .. math:: \varphi_{\rm o}(x) = \min_{y \in S(x)} \tfrac12 |\Psi y - t|^2
               = \tfrac12 |(I - G G^{+})\, r(x)|^2 .
 
-    Optimistic BLO minimises this over ``x``. When ``G`` has full row rank (generic for an
+    Optimistic BLO minimizes this over ``x``. When ``G`` has full row rank (generic for an
     inner problem with at least ``m + p`` parameters), ``phi_o`` is zero for every ``x``.
 
     Args:
@@ -315,7 +327,8 @@ def optimistic_value(phi, psi, t, x, *, rtol=None, tol=None):
     return 0.5 * jnp.vdot(r_out, r_out)
 
 
-def pessimistic_value(phi, psi, t, x, *, rtol=None, tol=None):
+def pessimistic_value(phi: ArrayLike, psi: ArrayLike, t: ArrayLike, x: ArrayLike, *,
+                      rtol: float | None = None, tol: float | None = None) -> Array:
     r"""The pessimistic value function: the worst outer loss over the inner solution set.
 
     .. math:: \varphi_{\rm p}(x) = \sup_{y \in S(x)} \tfrac12 |\Psi y - t|^2
@@ -351,13 +364,15 @@ def pessimistic_value(phi, psi, t, x, *, rtol=None, tol=None):
     return jnp.where(bounded, 0.5 * jnp.vdot(r, r), jnp.inf)
 
 
-def optimistic_outer_solution(phi, psi, t, x0, *, rtol=None, tol=None):
+def optimistic_outer_solution(phi: ArrayLike, psi: ArrayLike, t: ArrayLike, x0: ArrayLike, *,
+                              rtol: float | None = None,
+                              tol: float | None = None) -> tuple[Array, Array]:
     r"""The optimistic solution closest to ``x0``, and the best inner point for it.
 
-    Optimistic BLO minimises :func:`optimistic_value`, a least-squares problem in ``x`` with
+    Optimistic BLO minimizes :func:`optimistic_value`, a least-squares problem in ``x`` with
     matrix ``A = (I - G G^+) Psi Phi^+`` (``G = Psi N``, ``N`` a basis of ``null(Phi)``); its
     solution closest to ``x0`` is ``x = x0 + A^+ ((I - G G^+) t - A x0)``. The inner point
-    returned is the minimiser of the outer loss over ``S(x)`` closest to ``Phi^+ x``:
+    returned is the minimizer of the outer loss over ``S(x)`` closest to ``Phi^+ x``:
     ``y = Phi^+ x + N G^+ (t - Psi Phi^+ x)``. The optimal value is ``min_y F(y)``: ``x`` can
     always be chosen as ``Phi y`` for an outer-optimal ``y``.
 
@@ -386,7 +401,9 @@ def optimistic_outer_solution(phi, psi, t, x0, *, rtol=None, tol=None):
     return x, y
 
 
-def filtered_outer_solution(phi, psi, t, x0, filt, y0=None, *, rtol=None):
+def filtered_outer_solution(phi: ArrayLike, psi: ArrayLike, t: ArrayLike, x0: ArrayLike,
+                            filt: Callable[[Array], Array], y0: ArrayLike | None = None, *,
+                            rtol: float | None = None) -> tuple[Array, Array]:
     r"""Where cold-start BLO converges when ``H^+`` is replaced by a spectral filter ``g(H)``.
 
     With the inner solved to convergence from ``y0`` and a hypergradient that replaces
@@ -450,7 +467,8 @@ def filtered_outer_solution(phi, psi, t, x0, filt, y0=None, *, rtol=None):
     return x_inf, y_inf
 
 
-def least_squares_objectives(phi, psi, t):
+def least_squares_objectives(phi: ArrayLike, psi: ArrayLike, t: ArrayLike
+                             ) -> tuple[Callable[..., Array], Callable[..., Array]]:
     r"""The linear least-squares bilevel problem as ``(inner, outer)`` callables.
 
     .. math:: f(x, y) = \tfrac12 |\Phi y - x|^2,\qquad F(x, y) = \tfrac12 |\Psi y - t|^2
@@ -492,7 +510,9 @@ def least_squares_objectives(phi, psi, t):
     return inner, outer
 
 
-def random_least_squares(seed, m, n, p, *, spectrum=(1.0, 2.0), null_part=True):
+def random_least_squares(seed: int, m: int, n: int, p: int, *,
+                         spectrum: tuple[float, float] = (1.0, 2.0),
+                         null_part: bool = True) -> tuple[Array, Array, Array]:
     r"""A random linear least-squares bilevel problem with prescribed singular values.
 
     ``Phi = U_r diag(s) V_r^T`` (rank ``r = min(m, n)``, random orthonormal ``U_r``, ``V_r``)

@@ -236,7 +236,7 @@ def cg_filter(lam: ArrayLike, coeffs: ArrayLike, at: ArrayLike | None = None, *,
     degree ``K - 1`` (a Krylov method; Hestenes & Stiefel, 1952). Unlike the Neumann
     polynomial, ``p_K`` is not fixed in advance: it is chosen from the spectral measure
     ``sum_i c_i^2 delta(lambda - lambda_i)`` of the right-hand side, ``c = U^T b``. For an
-    invertible ``H`` it minimises the ``H``-norm error over all degree ``K - 1`` polynomials, so
+    invertible ``H`` it minimizes the ``H``-norm error over all degree ``K - 1`` polynomials, so
     after as many steps as ``b`` has distinct eigenvalues ``p_K(lambda_i) = 1/lambda_i``.
 
     CG is invariant under an orthogonal change of basis, so this runs

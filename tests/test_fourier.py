@@ -110,7 +110,7 @@ def test_inner_solution_is_the_limit_of_gradient_descent():
         prob.inner_solution(x, w0), w0 + np.linalg.pinv(phi) @ (x - phi @ w0), atol=1e-12)
 
 
-def test_exact_inner_solver_lands_on_the_closest_minimiser_in_one_step():
+def test_exact_inner_solver_lands_on_the_closest_minimizer_in_one_step():
     prob = _small_problem()
     x, w0 = jnp.array([0.3, -1.0, 2.0, 0.5]), jnp.array([1.0, -2.0, 0.5, 0.0, 3.0])
     opt = fourier.exact_inner_solver(prob.hessian())

@@ -285,7 +285,7 @@ def _quadratic_at_stationary_point():
 def _tanh_at_interpolation():
     """Overparameterized, non-quadratic: f = 1/2 |tanh(Phi y) - x|^2 with 3 points, 6 params.
 
-    Its minimisers interpolate: tanh(Phi y) = x, i.e. y = Phi^+ arctanh(x) + any null vector.
+    Its minimizers interpolate: tanh(Phi y) = x, i.e. y = Phi^+ arctanh(x) + any null vector.
     """
     rng = np.random.default_rng(6)
     phi = jnp.asarray(rng.standard_normal((3, 6)))
@@ -308,7 +308,7 @@ def _tanh_at_interpolation():
 def _softplus_at_newton_minimum():
     """Strongly convex, non-quadratic: logistic loss with soft labels sigmoid(x) + ridge.
 
-    Minimised by Newton's method in NumPy with the analytic gradient and Hessian
+    Minimized by Newton's method in NumPy with the analytic gradient and Hessian
     ``Phi^T (sigmoid(z) - s) + 0.1 y`` and ``Phi^T diag(sigmoid'(z)) Phi + 0.1 I``.
     """
     rng = np.random.default_rng(7)

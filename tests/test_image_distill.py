@@ -2,7 +2,7 @@
 
 Known answers used here: the softmax cross-entropy and its gradient written in NumPy and
 checked by central finite differences (float64); the first-order optimality condition of a
-strongly convex (L2-regularised) re-training; soft labels computed by hand; the identity
+strongly convex (L2-regularized) re-training; soft labels computed by hand; the identity
 augmentation (theta = 0) giving the plain classifier loss; the cold-start identity
 ``y = Phi_K(0, x)``; and the single-device ``vmap`` as the answer of the sharded sweep (in a
 subprocess with 8 host devices). Data are a few dozen random 4x4 "images"; one optional test
@@ -86,7 +86,7 @@ def test_classifier_loss_and_gradient_match_numpy_and_finite_differences(x64):
 
 
 def test_retrain_reaches_the_strongly_convex_optimum(x64):
-    # 20 separable points, L2 penalty 0.1: a unique minimiser, where the gradient vanishes.
+    # 20 separable points, L2 penalty 0.1: a unique minimizer, where the gradient vanishes.
     pts, lab = tiny_images(20, seed=2, dtype=np.float64)
     x = {"points": pts, "label_logits": 4.0 * jax.nn.one_hot(lab, 10, dtype=jnp.float64)}
     wd = 0.1

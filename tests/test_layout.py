@@ -19,8 +19,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "bilevel_lib"
 
-CORE = {"hypergrad", "linalg", "blo", "quadratic", "spectral", "loops", "runtime", "_checks",
-        "_loops"}
+CORE = {"hypergrad", "linalg", "blo", "quadratic", "spectral", "loops", "runtime", "_checks"}
 # layer -> the layers it may import
 ALLOWED = {
     "core": {"core"},

@@ -1,7 +1,7 @@
 """bilevel_lib.quadratic and bilevel_lib.spectral against known answers.
 
 Known answers: long gradient-descent runs written in NumPy (Lemma C.1), the defining properties
-of closest points (a minimiser, and nothing closer among the other minimisers), explicit
+of closest points (a minimizer, and nothing closer among the other minimizers), explicit
 geometric sums, ``np.linalg.eigvalsh``, and the hypergradient formulas of the estimators.
 """
 
@@ -43,10 +43,10 @@ def test_lemma_c1_gradient_descent_limit(x64, lr_times_lam_max):
         y = y - lr * (hess @ y + b)
     got = np.asarray(quadratic.closest_minimizer(hess, b, y0))
     np.testing.assert_allclose(got, y, atol=1e-10)
-    np.testing.assert_allclose(hess @ got + b, 0.0, atol=1e-10)  # a minimiser ...
+    np.testing.assert_allclose(hess @ got + b, 0.0, atol=1e-10)  # a minimizer ...
     # ... whose null-space coordinates are those of y0: GD never moves along null(H) ...
     np.testing.assert_allclose(null.T @ got, null.T @ y0, atol=1e-10)
-    # ... so it is the closest minimiser: every other one is y* + N z.
+    # ... so it is the closest minimizer: every other one is y* + N z.
     f = lambda v: 0.5 * v @ hess @ v + b @ v
     for _ in range(5):
         other = got + null @ rng.standard_normal(null.shape[1])
@@ -105,9 +105,9 @@ def test_min_norm_outer_solution_characterisation(x64):
     phi_pinv = np.linalg.pinv(phi)
     m = psi @ phi_pinv
     t_eff = t - psi @ (y0 - phi_pinv @ phi @ y0)
-    # The outer objective of x (Lemma C.2) is 1/2 |M x - t'|^2; x* minimises it ...
+    # The outer objective of x (Lemma C.2) is 1/2 |M x - t'|^2; x* minimizes it ...
     np.testing.assert_allclose(m.T @ (m @ x_star - t_eff), 0.0, atol=1e-10)
-    # ... and x* - x0 lies in row(M), so no other minimiser is closer to x0.
+    # ... and x* - x0 lies in row(M), so no other minimizer is closer to x0.
     null_m = np.linalg.svd(m)[2][2:].T
     np.testing.assert_allclose(null_m.T @ (x_star - x0), 0.0, atol=1e-10)
     # y* is the inner solution closest to y0 at x*, and it realises the outer loss.

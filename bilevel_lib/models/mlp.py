@@ -5,7 +5,7 @@ r"""A ReLU multilayer perceptron with its parameters as a dict pytree.
 
 ``params = {"w0": W_0, "b0": b_0, "w1": ..., ...}`` with ``W_l`` of shape
 ``(sizes[l], sizes[l+1])``. A dict pytree goes straight through ``jax.grad``, the optax
-optimisers and :mod:`bilevel_lib.blo` as the inner parameters ``y``.
+optimizers and :mod:`bilevel_lib.blo` as the inner parameters ``y``.
 """
 
 from __future__ import annotations

@@ -278,9 +278,9 @@ def full_unroll(y0, *, steps, lr):
 def keep_in_box(low, high):
     r"""An optax transformation that keeps the learned points inside the box ``[low, high]^d``.
 
-    Chain it after the outer optimiser, ``optax.chain(optax.adam(0.01), keep_in_box(-3, 3))``:
+    Chain it after the outer optimizer, ``optax.chain(optax.adam(0.01), keep_in_box(-3, 3))``:
     it shortens each update so that ``clip(points + update, low, high)`` is where the points
-    land (a projected optimiser step). For a dict ``x`` only ``x["points"]`` is constrained
+    land (a projected optimizer step). For a dict ``x`` only ``x["points"]`` is constrained
     (learned label logits are free). Learned inputs, like image pixels in dataset distillation,
     then stay in the domain of the original data.
 

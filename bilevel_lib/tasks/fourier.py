@@ -352,7 +352,7 @@ def anti_distillation(u_learned, v_original, t_original, features):
 
 
 def exact_inner_solver(hess, *, rtol=None):
-    r"""An optax transformation whose one step from ``y0`` lands on the closest inner minimiser.
+    r"""An optax transformation whose one step from ``y0`` lands on the closest inner minimizer.
 
     The update is ``-H^+ g``: for a quadratic ``f = 1/2 y^T H y + b^T y`` with ``g = H y0 + b``
     one step gives ``y0 - H^+(H y0 + b)``, exactly the limit of gradient descent from ``y0``
@@ -414,7 +414,7 @@ def mlp_init(key, sizes=(1, 10, 10, 1), dtype=None):
 
     ``sizes=(1, 10, 10, 1)`` is the paper's "2 layers, 10 hidden units per layer" (141
     parameters). These are the He-normal draws of :func:`bilevel_lib.models.mlp.init` divided by
-    ``sqrt(2)``. The paper does not state its initialisation; with He's ``2/fan_in`` the
+    ``sqrt(2)``. The paper does not state its initialization; with He's ``2/fan_in`` the
     untrained net's outputs on inputs in [-3, 3] are so large that gradient descent at lr 0.01
     often starts with a blow-up and ends in a poor fit.
 

@@ -155,7 +155,7 @@ def classifier_loss(y, points, targets, *, weight_decay=0.0):
       y: ``{"W": (d, C), "b": (C,)}``.
       points: ``(n, d)`` inputs.
       targets: int labels ``(n,)`` or soft labels ``(n, C)``.
-      weight_decay: lambda >= 0 (the bias is not penalised).
+      weight_decay: lambda >= 0 (the bias is not penalized).
 
     Example:
       >>> import jax.numpy as jnp
@@ -367,7 +367,7 @@ def learned_data_opt(points, label_logits):
 
 def _slim(trace, keep_points=False):
     # The learned images stacked over T steps are T m d floats: keep the soft-label logits
-    # (paper Fig. 9b) and drop the images (unless asked), which jit then never materialises.
+    # (paper Fig. 9b) and drop the images (unless asked), which jit then never materializes.
     trace = dict(trace)
     x = trace.pop("x")
     trace["label_logits"] = x["label_logits"]
