@@ -30,7 +30,7 @@ and the solve's vector ``v`` as ``info.solution``.
 Every estimator takes ``throw=True``: an unusable answer (status ``"diverged"`` -- a Neumann
 series or unroll outside its radius, non-finite values -- or ``"negative_curvature"`` --
 ``damped`` on an indefinite ``H + eps I``) raises ``FloatingPointError`` eagerly and, under
-``jit``, at run time with the same message (:func:`bilevel_lib.linalg.raise_if_failed`).
+``jit``, at run time with the same message (:func:`bilevel_lib.linalg.guard`).
 ``throw=False`` returns the answer and lets ``info.status`` say it (for sweeps that expect
 some settings to fail). Running out of steps is never an error. Objectives may take extra
 data, ``inner(x, y, *args)``: pass ``args=(...)``, forwarded to both objectives.
@@ -128,8 +128,7 @@ def _implicit(inner, outer, x, y, solve, init, args):
     y_flat, grad_y = _flat_grad_y(inner, y, args)
     _, unravel_y = ravel_pytree(y)
 
-    def matvec(v):
-        return linalg.hvp(lambda yy: grad_y(x, yy), y_flat, v)
+    matvec = linalg.hvp_operator(lambda yy: grad_y(x, yy), y_flat)
 
     init_flat = None if init is None else ravel_pytree(init)[0].astype(f_y_flat.dtype)
     v, info = solve(matvec, f_y_flat, init=init_flat)
@@ -143,8 +142,9 @@ def _implicit(inner, outer, x, y, solve, init, args):
 
 def _finish(out, info, *, return_info, throw, what, hint, eps=None):
     """Raise on an unusable answer (eagerly or under jit); return ``out`` or ``(out, info)``."""
-    linalg.raise_if_failed(info, throw=throw, eps=eps, what=what, hint=hint)
-    return (out, info) if return_info else out
+    if return_info:
+        return linalg.guard((out, info), info, throw=throw, eps=eps, what=what, hint=hint)
+    return linalg.guard(out, info, throw=throw, eps=eps, what=what, hint=hint)
 
 
 _NOT_FINITE = "The inner Hessian or the gradients are not finite."
@@ -628,8 +628,8 @@ def unroll(inner: Objective, outer: Objective, x: Any, y: Any, *, steps, lr: Arr
         if throw:
             dtype = jnp.result_type(*jax.tree_util.tree_leaves(out))
             status = jnp.where(_all_finite(out), linalg.MAX_STEPS, linalg.DIVERGED)
-            linalg.raise_if_failed(linalg.solve_info(status, jnp.nan, k, dtype=dtype),
-                                   what=what, hint=hint)
+            out = linalg.guard(out, linalg.solve_info(status, jnp.nan, k, dtype=dtype),
+                               what=what, hint=hint)
         return out
 
     def final_loss_forced(x_, delta):

@@ -167,8 +167,7 @@ def max_eigenvalue(inner: Callable, x: Any, y: Any, *, steps: int | None = None,
     def grad_y(yy):
         return ravel_pytree(jax.grad(inner, argnums=1)(x, unravel(yy)))[0]
 
-    def hvp(v):
-        return linalg.hvp(grad_y, y_flat, v)
+    hvp = linalg.hvp_operator(grad_y, y_flat)  # one linearization for every iteration
 
     v = jax.random.normal(jax.random.PRNGKey(seed), y_flat.shape, y_flat.dtype)
     v = v / jnp.linalg.norm(v)

@@ -614,3 +614,52 @@ def test_deprecated_names_warn_and_agree(x64):
     assert int(info.steps) == 2
     with pytest.raises(TypeError, match="both"):
         linalg.damped_solve(lambda u: a @ u, b, eps=0.1, maxiter=2, max_steps=2)
+
+
+def test_the_jit_check_survives_when_only_the_answer_or_only_the_info_is_used(x64):
+    # The check is a pure callback threaded into the result (no effect, so the fast dispatch
+    # path stays); it must not be removed when the caller keeps just one of the two.
+    def solve(b):
+        return linalg.damped_solve(lambda u: -u, b, eps=0.5)   # -I + 0.5 I: indefinite
+
+    answer_only = jax.jit(lambda b: linalg.guard(solve(b)[0], solve(b)[1], eps=0.5))
+    info_only = jax.jit(lambda b: linalg.raise_if_failed(solve(b)[1], eps=0.5).residual)
+    for fn in (answer_only, info_only):
+        with pytest.raises(Exception, match="not positive definite"):
+            jax.block_until_ready(fn(jnp.ones(3)))
+    # On a definite system both return the plain answer, bit for bit.
+    good = jax.jit(lambda b: linalg.damped_solve(lambda u: u, b, eps=0.5))
+    v, info = good(jnp.ones(3))
+    np.testing.assert_array_equal(jax.jit(lambda b: linalg.guard(*good(b)))(jnp.ones(3)), v)
+    np.testing.assert_array_equal(
+        jax.jit(lambda b: linalg.raise_if_failed(good(b)[1]).residual)(jnp.ones(3)),
+        info.residual)
+
+
+def test_the_jit_check_adds_no_derivative(x64):
+    # d/dx of a guarded hypergradient equals that of the unguarded one (finite differences
+    # confirm it is the derivative of the answer, not of the check).
+    a = jnp.array([[2.0, 0.5], [0.5, 1.0]])
+    inner = lambda x, y: 0.5 * y @ a @ y - x @ y        # noqa: E731
+    outer = lambda x, y: jnp.sum((y - 1.0) ** 2) + jnp.sum(x ** 3)  # noqa: E731
+
+    def total(x, throw):
+        return jnp.sum(hg.cg(inner, outer, x, jnp.linalg.solve(a, x), steps=2, throw=throw))
+
+    x = jnp.array([0.3, -0.2])
+    g = jax.jit(jax.grad(total), static_argnums=1)
+    np.testing.assert_array_equal(g(x, True), g(x, False))
+    h = 1e-6
+    fd = [(total(x + h * e, False) - total(x - h * e, False)) / (2 * h) for e in jnp.eye(2)]
+    np.testing.assert_allclose(g(x, True), fd, rtol=1e-7, atol=1e-9)
+
+
+def test_hvp_operator_is_the_dense_hessian_times_v(x64):
+    f = lambda y: jnp.sum(jnp.sin(y) * y[::-1]) + 0.25 * jnp.sum(y ** 4)  # noqa: E731
+    y = jnp.array([0.3, -1.2, 0.7, 2.0])
+    dense = jax.hessian(f)(y)
+    op = linalg.hvp_operator(jax.grad(f), y)
+    for v in jnp.eye(4) + 0.1:
+        np.testing.assert_allclose(op(v), dense @ v, rtol=1e-13, atol=1e-13)
+        np.testing.assert_allclose(op(v), linalg.hvp(jax.grad(f), y, v), rtol=1e-13,
+                                   atol=1e-13)
