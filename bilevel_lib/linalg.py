@@ -939,14 +939,13 @@ def _raise_failure(status, residual, growth, min_curvature, eps, *, what, hint):
 
 @functools.cache
 def _failure_check(what, hint):
-    """The traced check for one message: ``lax.cond`` on the failure, whose failing branch is a
-    host callback that raises. Returns a float32 zero that the caller adds to its answer.
+    """The traced check for one message: a ``lax.cond`` whose failure branch calls back.
 
-    Why a ``pure_callback`` whose (zero) result is threaded into the answer, rather than an
-    effect (``jax.debug.callback``): a jitted function with an effect leaves JAX's C++
-    dispatch fast path, which cost 0.2-1.4 ms per call here (10 % of a 20-step CG
-    hypergradient on the benchmark MLP); a pure callback is free until it runs, and the data
-    dependence keeps XLA from removing it.
+    An effect (``jax.debug.callback``), not a ``pure_callback`` threaded into the answer: a
+    data dependence on the check changed XLA's code for the answer's consumers, and with it
+    the rounding of long runs (chapter 4's three-ring runs left their path after a few hundred
+    steps). The price is JAX's slower dispatch path for a jitted function with an effect,
+    about 0.2 ms per call here, which only a short jitted call notices (``benchmarks/``, v3).
 
     A ``custom_vmap``: under ``vmap`` a ``lax.cond`` on a batched predicate becomes a select
     that runs both branches, so the host callback would run on every call of a sweep
@@ -956,48 +955,21 @@ def _failure_check(what, hint):
     """
     raise_fn = functools.partial(_raise_failure, what=what, hint=hint)
 
-    def callback(*args):
-        raise_fn(*args)
-        return np.zeros((), np.float32)  # reached only if nothing failed after all
-
-    def fail(*args):
-        return jax.pure_callback(callback, jax.ShapeDtypeStruct((), jnp.float32), *args)
-
-    def passed(*_):
-        return jnp.zeros((), jnp.float32)
-
     @jax.custom_batching.custom_vmap
     def check(failed, status, residual, growth, min_curvature, eps):
-        return lax.cond(jnp.any(failed), fail, passed, status, residual, growth,
-                        min_curvature, eps)
+        lax.cond(jnp.any(failed),
+                 lambda: jax.debug.callback(raise_fn, status, residual, growth, min_curvature,
+                                            eps),
+                 lambda: None)
+        return failed
 
     @check.def_vmap
     def check_batched(axis_size, in_batched, *args):
         args = [a if batched else jnp.broadcast_to(a, (axis_size, *jnp.shape(a)))
                 for a, batched in zip(args, in_batched, strict=True)]
-        return check(*args), False
+        return check(*args), True
 
     return check
-
-
-def _check_zero(info, eps, what, hint):
-    """A float32 zero that raises, when computed, if ``info`` holds a failure."""
-    failed = (info.status == NEGATIVE_CURVATURE) | (info.status == DIVERGED)
-    args = (failed, info.status, info.residual, info.growth, info.min_curvature,
-            jnp.nan if eps is None else eps)
-    # Diagnostics carry no derivative; stop_gradient keeps the check out of autodiff.
-    args = [lax.stop_gradient(jnp.asarray(a)) for a in args]
-    return _failure_check(what, hint)(*args)
-
-
-def _concrete_check(info, eps, what, hint):
-    """Raise at once if ``info`` is concrete and holds a failure; ``True`` if it was checked."""
-    args = (info.status, info.residual, info.growth, info.min_curvature,
-            jnp.nan if eps is None else eps)
-    if not _checks.is_concrete(args):
-        return False
-    _raise_failure(*(np.asarray(a) for a in args), what=what, hint=hint)
-    return True
 
 
 def raise_if_failed(info: SolveInfo, *, throw: bool = True, eps: ArrayLike | None = None,
@@ -1006,14 +978,13 @@ def raise_if_failed(info: SolveInfo, *, throw: bool = True, eps: ArrayLike | Non
 
     A failure is a status in ``("negative_curvature", "diverged")``; ``"max_steps"`` and
     ``"breakdown"`` are answers, not errors. On concrete values the check runs at once. Under
-    ``jax.jit`` (or ``vmap``, ``scan``) it is a ``lax.cond`` on the status whose failing
-    branch is a host callback that raises the same message; the compiled program then fails
-    when run, and JAX re-raises it as a ``JaxRuntimeError`` whose text contains the message.
-    The check is threaded into the returned ``info`` (its ``residual`` gets ``+ 0``), so
-    **under jit use the returned info** (or guard the answer with :func:`guard`): a check
-    whose result nothing uses is removed by the compiler. On the success path the cost is one
-    predicate and one branch, also under ``vmap`` (a custom batching rule checks the whole
-    batch with one predicate; the message then counts the failed elements).
+    ``jax.jit`` (or ``vmap``, ``scan``) it is a ``lax.cond`` on the status whose failure
+    branch is a host callback (``jax.debug.callback``) that raises the same message; the
+    compiled program then fails when run, and JAX re-raises it as a ``JaxRuntimeError``
+    whose text contains the message. On the success path the cost is one predicate and one
+    branch, also under ``vmap`` (a custom batching rule checks the whole batch with one
+    predicate; the message then counts the failed elements). The callback is an effect, so
+    the check runs even when nothing uses ``info``, and it leaves the answer's bits alone.
 
     Args:
       info: a :class:`SolveInfo` (any batch shape).
@@ -1023,7 +994,7 @@ def raise_if_failed(info: SolveInfo, *, throw: bool = True, eps: ArrayLike | Non
       hint: what to change, appended to the message.
 
     Returns:
-      ``info``, unchanged in value.
+      ``info`` unchanged.
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -1034,23 +1005,31 @@ def raise_if_failed(info: SolveInfo, *, throw: bool = True, eps: ArrayLike | Non
       ...     print(str(err)[:48])
       The linear solve: H + eps I is not positive defi
     """
-    if not throw or _concrete_check(info, eps, what, hint):
+    if not throw:
         return info
-    zero = _check_zero(info, eps, what, hint)
-    return info._replace(residual=info.residual + zero.astype(jnp.result_type(info.residual)))
+    raise_fn = functools.partial(_raise_failure, what=what, hint=hint)
+    args = (info.status, info.residual, info.growth, info.min_curvature,
+            jnp.nan if eps is None else eps)
+    if _checks.is_concrete(args):
+        raise_fn(*(np.asarray(a) for a in args))
+        return info
+    failed = (info.status == NEGATIVE_CURVATURE) | (info.status == DIVERGED)
+    # Diagnostics carry no derivative; stop_gradient keeps the check out of autodiff.
+    args = [lax.stop_gradient(jnp.asarray(a)) for a in (failed, *args)]
+    _failure_check(what, hint)(*args)
+    return info
 
 
 def guard(value: Any, info: SolveInfo, *, throw: bool = True, eps: ArrayLike | None = None,
           what: str = "The linear solve", hint: str = "") -> Any:
     r"""``value``, after :func:`raise_if_failed`'s check of ``info`` -- also under ``jit``.
 
-    What every estimator does with its answer: the check's (zero) result is added to each
-    leaf of ``value``, so the check runs whenever the answer is computed, and an unusable
-    answer raises instead of being returned. ``value + 0`` is ``value`` (a ``-0.0`` becomes
-    ``+0.0``).
+    What every estimator does with its answer before returning it: an unusable answer raises
+    (eagerly at once, under ``jit`` when the program runs) instead of being returned. The
+    value itself is untouched.
 
     Args:
-      value: a pytree (the answer); its floating leaves carry the check, others pass.
+      value: the answer (any pytree).
       info, throw, eps, what, hint: as in :func:`raise_if_failed`.
 
     Returns:
@@ -1067,15 +1046,8 @@ def guard(value: Any, info: SolveInfo, *, throw: bool = True, eps: ArrayLike | N
       ...     print("not positive definite" in str(err))
       True
     """
-    if not throw or _concrete_check(info, eps, what, hint):
-        return value
-    zero = _check_zero(info, eps, what, hint)
-
-    def add(a):
-        a = jnp.asarray(a)
-        return a + zero.astype(a.dtype) if jnp.issubdtype(a.dtype, jnp.inexact) else a
-
-    return jax.tree_util.tree_map(add, value)
+    raise_if_failed(info, throw=throw, eps=eps, what=what, hint=hint)
+    return value
 
 
 # ---------------------------------------------------------------------------------------------

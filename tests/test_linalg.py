@@ -663,3 +663,17 @@ def test_hvp_operator_is_the_dense_hessian_times_v(x64):
         np.testing.assert_allclose(op(v), dense @ v, rtol=1e-13, atol=1e-13)
         np.testing.assert_allclose(op(v), linalg.hvp(jax.grad(f), y, v), rtol=1e-13,
                                    atol=1e-13)
+
+
+@pytest.mark.parametrize("return_info", [False, True])
+def test_nonfinite_cg_hypergradient_raises_under_jit(x64, return_info):
+    # Without return_info, cg checks only finiteness (its one failure) so the compiler can
+    # drop the unread diagnostics; the check itself must stay.
+    inner = lambda x, y: 0.5 * jnp.sum(y ** 2) * jnp.sqrt(x[0])   # noqa: E731 (NaN at x < 0)
+    outer = lambda x, y: jnp.sum(y)                              # noqa: E731
+    f = jax.jit(lambda x, y: hg.cg(inner, outer, x, y, steps=3, return_info=return_info))
+    with pytest.raises(Exception, match="CG hypergradient is not finite"):
+        jax.block_until_ready(f(jnp.array([-1.0]), jnp.ones(2)))
+    h = jax.jit(lambda x, y: hg.cg(inner, outer, x, y, steps=3, throw=False))(
+        jnp.array([-1.0]), jnp.ones(2))
+    assert not np.isfinite(np.asarray(h)).any()
