@@ -382,3 +382,30 @@ def test_monitor_errors_name_the_argument(x64):
                        **kw)
     with pytest.raises(TypeError, match="without `monitor`"):
         blo.cold_start(p.inner, p.outer, jnp.zeros(3), jnp.zeros(6), monitor_every=1, **kw)
+
+
+def test_jit_failure_check_leaves_every_bit_of_a_long_run_unchanged():
+    # The run-time check (throw=True) must not touch the answer: an earlier check, threaded into
+    # the hypergradient as "+ 0", changed XLA's code around it, and chapter 4's 8,000-step runs
+    # then left their path (a last-bit difference from step 14 on, amplified). Known answer: the
+    # same jitted run without the check (throw=False), bit for bit, over a float32 MLP
+    # distillation run long enough for such a difference to show.
+    from bilevel_lib.models import mlp
+    from bilevel_lib.tasks import distill, toy_data
+
+    points, labels = toy_data.rings(150, num_classes=3, noise=0.1, seed=0)
+    y0 = mlp.init(jax.random.PRNGKey(20), (2, 64, 64, 3), out_scale=0.1)
+    inner, outer = distill.objectives(mlp.apply, points, labels)
+    x0 = {"points": 0.01 * jax.random.normal(jax.random.PRNGKey(22), (2, 2)),
+          "label_logits": 2.0 * jax.nn.one_hot(jnp.array([1, 2]), 3)}
+
+    def run(throw):
+        hypergradient = functools.partial(hg.unroll, steps=10, lr=1e-3, throw=throw)
+        return jax.jit(lambda x, y: blo.warm_start(
+            inner, outer, x, y, hypergrad=hypergradient, outer_opt=optax.adam(1e-2),
+            inner_opt=optax.sgd(1e-3), outer_steps=300, inner_steps=1))(x0, y0)
+
+    checked, unchecked = run(True), run(False)
+    for a, b in zip(jax.tree_util.tree_leaves(checked), jax.tree_util.tree_leaves(unchecked),
+                    strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
