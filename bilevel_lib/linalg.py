@@ -941,11 +941,10 @@ def _raise_failure(status, residual, growth, min_curvature, eps, *, what, hint):
 def _failure_check(what, hint):
     """The traced check for one message: a ``lax.cond`` whose failure branch calls back.
 
-    An effect (``jax.debug.callback``), not a ``pure_callback`` threaded into the answer: a
-    data dependence on the check changed XLA's code for the answer's consumers, and with it
-    the rounding of long runs (chapter 4's three-ring runs left their path after a few hundred
-    steps). The price is JAX's slower dispatch path for a jitted function with an effect,
-    about 0.2 ms per call here, which only a short jitted call notices (``benchmarks/``, v3).
+    :func:`raise_if_failed`'s check: an effect (``jax.debug.callback``), so that it runs
+    when the caller keeps nothing but the diagnostics, at the price of JAX's slower dispatch
+    path for the jitted caller (about 0.2 ms per call). Estimators return an answer and use
+    :func:`guard`'s pass-through instead, which has no effect.
 
     A ``custom_vmap``: under ``vmap`` a ``lax.cond`` on a batched predicate becomes a select
     that runs both branches, so the host callback would run on every call of a sweep
@@ -984,7 +983,8 @@ def raise_if_failed(info: SolveInfo, *, throw: bool = True, eps: ArrayLike | Non
     whose text contains the message. On the success path the cost is one predicate and one
     branch, also under ``vmap`` (a custom batching rule checks the whole batch with one
     predicate; the message then counts the failed elements). The callback is an effect, so
-    the check runs even when nothing uses ``info``, and it leaves the answer's bits alone.
+    the check runs even when nothing uses ``info``; the price is JAX's slower dispatch for
+    the jitted caller. An estimator's answer goes through :func:`guard` instead.
 
     Args:
       info: a :class:`SolveInfo` (any batch shape).
@@ -1022,11 +1022,16 @@ def raise_if_failed(info: SolveInfo, *, throw: bool = True, eps: ArrayLike | Non
 
 def guard(value: Any, info: SolveInfo, *, throw: bool = True, eps: ArrayLike | None = None,
           what: str = "The linear solve", hint: str = "") -> Any:
-    r"""``value``, after :func:`raise_if_failed`'s check of ``info`` -- also under ``jit``.
+    r"""``value``, passed through the check of :func:`raise_if_failed` -- also under ``jit``.
 
     What every estimator does with its answer before returning it: an unusable answer raises
-    (eagerly at once, under ``jit`` when the program runs) instead of being returned. The
-    value itself is untouched.
+    (eagerly at once, under ``jit`` when the program runs) instead of being returned. Traced,
+    the answer passes through a ``lax.cond`` on the failure whose failing branch is a
+    ``pure_callback`` that raises; the passing branch returns it as it is, so its bits are
+    unchanged. The answer's dependence on the check keeps XLA from pruning it, and with no
+    effect in the program JAX keeps its fast dispatch path for the jitted caller (an effect,
+    as in :func:`raise_if_failed`, costs about 0.2 ms per call; ``benchmarks/``, v3). Under
+    ``vmap`` one predicate checks the whole batch; derivatives pass straight through.
 
     Args:
       value: the answer (any pytree).
@@ -1046,8 +1051,58 @@ def guard(value: Any, info: SolveInfo, *, throw: bool = True, eps: ArrayLike | N
       ...     print("not positive definite" in str(err))
       True
     """
-    raise_if_failed(info, throw=throw, eps=eps, what=what, hint=hint)
-    return value
+    if not throw:
+        return value
+    args = (info.status, info.residual, info.growth, info.min_curvature,
+            jnp.nan if eps is None else eps)
+    if _checks.is_concrete(args):
+        _raise_failure(*(np.asarray(a) for a in args), what=what, hint=hint)
+        return value
+    failed = (info.status == NEGATIVE_CURVATURE) | (info.status == DIVERGED)
+    diag = [lax.stop_gradient(jnp.asarray(a)) for a in args]
+    leaves, treedef = jax.tree_util.tree_flatten(value)
+    leaves = _failure_gate(what, hint)(failed, leaves, diag)
+    return jax.tree_util.tree_unflatten(treedef, leaves)
+
+
+@functools.cache
+def _failure_gate(what, hint):
+    """``gate(failed, leaves, diag) -> leaves``, through a ``cond`` that raises on failure.
+
+    A pass-through, not a checked zero added to the answer: the addition changed XLA's fusion
+    around the answer and the rounding of long runs (chapter 4), the pass-through does not
+    (``tests/test_blo.py``, bit for bit over 300 steps). ``custom_vmap``: a batched predicate
+    would turn the ``cond`` into a select that calls back on every call, so the batch is
+    checked with one predicate. ``custom_jvp``: the tangent of the answer is its own.
+    """
+    raise_fn = functools.partial(_raise_failure, what=what, hint=hint)
+
+    def fail(leaves, diag):
+        def callback(leaves, diag):
+            raise_fn(*diag)
+            return leaves  # reached only if nothing failed after all
+        shapes = [jax.ShapeDtypeStruct(jnp.shape(a), jnp.result_type(a)) for a in leaves]
+        return jax.pure_callback(callback, shapes, leaves, diag)
+
+    @jax.custom_batching.custom_vmap
+    def gate(failed, leaves, diag):
+        return lax.cond(jnp.any(failed), fail, lambda leaves, _: leaves, leaves, diag)
+
+    @gate.def_vmap
+    def gate_batched(axis_size, in_batched, failed, leaves, diag):
+        diag = [a if b else jnp.broadcast_to(a, (axis_size, *jnp.shape(a)))
+                for a, b in zip(diag, in_batched[2], strict=True)]
+        return gate(failed, leaves, diag), in_batched[1]
+
+    @jax.custom_jvp
+    def gated(failed, leaves, diag):
+        return gate(failed, leaves, diag)
+
+    @gated.defjvp
+    def gated_jvp(primals, tangents):
+        return gated(*primals), tangents[1]
+
+    return gated
 
 
 # ---------------------------------------------------------------------------------------------

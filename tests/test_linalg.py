@@ -617,8 +617,8 @@ def test_deprecated_names_warn_and_agree(x64):
 
 
 def test_the_jit_check_survives_when_only_the_answer_or_only_the_info_is_used(x64):
-    # The check is a pure callback threaded into the result (no effect, so the fast dispatch
-    # path stays); it must not be removed when the caller keeps just one of the two.
+    # guard passes the answer through the check (no effect, so the fast dispatch path stays);
+    # raise_if_failed is an effect. Neither may be removed when the caller keeps one of the two.
     def solve(b):
         return linalg.damped_solve(lambda u: -u, b, eps=0.5)   # -I + 0.5 I: indefinite
 
@@ -652,6 +652,25 @@ def test_the_jit_check_adds_no_derivative(x64):
     h = 1e-6
     fd = [(total(x + h * e, False) - total(x - h * e, False)) / (2 * h) for e in jnp.eye(2)]
     np.testing.assert_allclose(g(x, True), fd, rtol=1e-7, atol=1e-9)
+
+
+def test_jitted_estimators_carry_no_effect_so_jax_keeps_its_fast_dispatch(x64):
+    # An effect in a jitted program costs every call JAX's Python dispatch path (about 0.2 ms,
+    # benchmarks/README.md, v3); the default throw=True check must not add one, with or
+    # without return_info, under vmap and under differentiation.
+    p = make_linear_quadratic(31, rank=6)
+    for name, est in _estimators().items():
+        for return_info in (False, True):
+            fn = functools.partial(est, p.inner, p.outer, return_info=return_info)
+            assert not jax.make_jaxpr(fn)(p.x, p.y).effects, (name, return_info)
+        batched = jax.vmap(lambda x, est=est: est(p.inner, p.outer, x, p.y))
+        assert not jax.make_jaxpr(batched)(jnp.stack([p.x, p.x])).effects, name
+        jvp = lambda x, est=est: jax.jvp(lambda x_: est(p.inner, p.outer, x_, p.y),  # noqa: E731
+                                         (x,), (x,))
+        assert not jax.make_jaxpr(jvp)(p.x).effects, name
+    # while raise_if_failed, kept for a caller who uses only the diagnostics, is one
+    info_only = lambda b: linalg.raise_if_failed(linalg.cg_solve(lambda u: u, b, steps=2)[1])  # noqa: E731
+    assert jax.make_jaxpr(info_only)(jnp.ones(3)).effects
 
 
 def test_hvp_operator_is_the_dense_hessian_times_v(x64):
