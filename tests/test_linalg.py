@@ -673,6 +673,23 @@ def test_jitted_estimators_carry_no_effect_so_jax_keeps_its_fast_dispatch(x64):
     assert jax.make_jaxpr(info_only)(jnp.ones(3)).effects
 
 
+@pytest.mark.parametrize("est", ["cg", "exact", "neumann"])
+def test_a_solve_that_succeeds_with_a_nonfinite_answer_is_diverged(x64, est):
+    # H = I and dF/dy are finite, so the linear solve itself succeeds; only the cross term
+    # d/dx grad_y f = -1 / (2 sqrt(x)) is NaN at x < 0, so only the answer tells.
+    inner = lambda x, y: 0.5 * jnp.sum(y ** 2) - jnp.sqrt(x[0]) * jnp.sum(y)  # noqa: E731
+    outer = lambda x, y: jnp.sum(y)                                           # noqa: E731
+    fn = {"cg": functools.partial(hg.cg, steps=3), "exact": hg.exact,
+          "neumann": functools.partial(hg.neumann, steps=3, lr=0.5)}[est]
+    x, y = jnp.array([-1.0]), jnp.ones(2)
+    _, info = fn(inner, outer, x, y, return_info=True, throw=False)
+    assert linalg.status_name(info.status) == "diverged"
+    for return_info in (False, True):
+        with pytest.raises(Exception, match="not finite"):
+            jax.block_until_ready(jax.jit(lambda x_, y_, r=return_info: fn(
+                inner, outer, x_, y_, return_info=r))(x, y))
+
+
 def test_hvp_operator_is_the_dense_hessian_times_v(x64):
     f = lambda y: jnp.sum(jnp.sin(y) * y[::-1]) + 0.25 * jnp.sum(y ** 4)  # noqa: E731
     y = jnp.array([0.3, -1.2, 0.7, 2.0])
