@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CHAPTER = ROOT / "book" / "05_high_dimension.ipynb"
 
 # run lengths substituted after the settings cells (the names the chapter defines)
-SHORT = dict(WARM_STEPS=16, COLD_STEPS=15, COLD_INNER=3,
+SHORT = dict(WARM_STEPS=16, WARM1_STEPS=16, COLD_STEPS=15, COLD_INNER=3,
              TUNE=dict(seeds=1, warm=10, cold=10), REFERENCE=dict(steps=5, lr=1e-2),
              RETRAIN=dict(steps=5, lr=0.5))
 SHORT_AUG = dict(AUG_STEPS={"warm": dict(outer_steps=10, inner_steps=1),
@@ -62,6 +62,7 @@ def test_chapter_5_runs_at_paper_scale_on_tiny_data(monkeypatch):
             seen.add("settings")
             assert namespace["PAPER_SCALE"] is True
             assert namespace["SEEDS"] == 5 and namespace["BATCH"] is None
+            assert namespace["WARM1_STEPS"] == namespace["WARM_STEPS"] == 40_000
             assert "cifar10" in namespace["DATASETS"]
             namespace.update(SHORT, DATASETS=["mnist", "cifar10"])
         if "AUG" in namespace and "aug" not in seen:
