@@ -971,6 +971,15 @@ def _failure_check(what, hint):
     return check
 
 
+def _diagnostics(info, eps):
+    """(failed, status, residual, growth, min_curvature, eps): what a check reads."""
+    failed = jnp.isin(info.status, jnp.asarray(FAILURES))
+    # Diagnostics carry no derivative; stop_gradient keeps the check out of autodiff.
+    return tuple(lax.stop_gradient(jnp.asarray(a)) for a in (
+        failed, info.status, info.residual, info.growth, info.min_curvature,
+        jnp.nan if eps is None else eps))
+
+
 def raise_if_failed(info: SolveInfo, *, throw: bool = True, eps: ArrayLike | None = None,
                     what: str = "The linear solve", hint: str = "") -> SolveInfo:
     r"""Raise ``FloatingPointError`` if a solve failed -- eagerly, and at run time under ``jit``.
@@ -1007,15 +1016,10 @@ def raise_if_failed(info: SolveInfo, *, throw: bool = True, eps: ArrayLike | Non
     """
     if not throw:
         return info
-    raise_fn = functools.partial(_raise_failure, what=what, hint=hint)
-    args = (info.status, info.residual, info.growth, info.min_curvature,
-            jnp.nan if eps is None else eps)
+    args = _diagnostics(info, eps)
     if _checks.is_concrete(args):
-        raise_fn(*(np.asarray(a) for a in args))
+        _raise_failure(*(np.asarray(a) for a in args[1:]), what=what, hint=hint)
         return info
-    failed = (info.status == NEGATIVE_CURVATURE) | (info.status == DIVERGED)
-    # Diagnostics carry no derivative; stop_gradient keeps the check out of autodiff.
-    args = [lax.stop_gradient(jnp.asarray(a)) for a in (failed, *args)]
     _failure_check(what, hint)(*args)
     return info
 
@@ -1051,23 +1055,18 @@ def guard(value: Any, info: SolveInfo, *, throw: bool = True, eps: ArrayLike | N
       ...     print("not positive definite" in str(err))
       True
     """
-    if not throw:
+    args = _diagnostics(info, eps)
+    if not throw or _checks.is_concrete(args):
+        raise_if_failed(info, throw=throw, eps=eps, what=what, hint=hint)
         return value
-    args = (info.status, info.residual, info.growth, info.min_curvature,
-            jnp.nan if eps is None else eps)
-    if _checks.is_concrete(args):
-        _raise_failure(*(np.asarray(a) for a in args), what=what, hint=hint)
-        return value
-    failed = (info.status == NEGATIVE_CURVATURE) | (info.status == DIVERGED)
-    diag = [lax.stop_gradient(jnp.asarray(a)) for a in args]
     leaves, treedef = jax.tree_util.tree_flatten(value)
-    leaves = _failure_gate(what, hint)(failed, leaves, diag)
+    leaves = _failure_gate(what, hint)(*args, leaves)
     return jax.tree_util.tree_unflatten(treedef, leaves)
 
 
 @functools.cache
 def _failure_gate(what, hint):
-    """``gate(failed, leaves, diag) -> leaves``, through a ``cond`` that raises on failure.
+    """``gate(failed, *diag, leaves) -> leaves``, through a ``cond`` that raises on failure.
 
     A pass-through, not a checked zero added to the answer: the addition changed XLA's fusion
     around the answer and the rounding of long runs (chapter 4), the pass-through does not
@@ -1085,22 +1084,24 @@ def _failure_gate(what, hint):
         return jax.pure_callback(callback, shapes, leaves, diag)
 
     @jax.custom_batching.custom_vmap
-    def gate(failed, leaves, diag):
+    def gate(failed, *rest):
+        *diag, leaves = rest
         return lax.cond(jnp.any(failed), fail, lambda leaves, _: leaves, leaves, diag)
 
     @gate.def_vmap
-    def gate_batched(axis_size, in_batched, failed, leaves, diag):
+    def gate_batched(axis_size, in_batched, failed, *rest):
+        *diag, leaves = rest
         diag = [a if b else jnp.broadcast_to(a, (axis_size, *jnp.shape(a)))
-                for a, b in zip(diag, in_batched[2], strict=True)]
-        return gate(failed, leaves, diag), in_batched[1]
+                for a, b in zip(diag, in_batched[1:-1], strict=True)]
+        return gate(failed, *diag, leaves), in_batched[-1]
 
     @jax.custom_jvp
-    def gated(failed, leaves, diag):
-        return gate(failed, leaves, diag)
+    def gated(*args):
+        return gate(*args)
 
     @gated.defjvp
     def gated_jvp(primals, tangents):
-        return gated(*primals), tangents[1]
+        return gated(*primals), tangents[-1]
 
     return gated
 
