@@ -341,7 +341,7 @@ def inner_gd(inner: Callable, x: Any, y0: Any, *, lr: ArrayLike, steps,
     return loops.descend(lambda y, _: grad_y(x, y), y0, lr=lr, length=length, active=active)
 
 
-def minimize(loss_fn: Callable, params0: Any, *, steps: int, optimizer):
+def minimize(loss_fn: Callable, params0: Any, *, steps: int, optimizer, batches: Any = None):
     r"""Minimize ``loss_fn(params)`` from ``params0`` with an optax optimizer (one ``lax.scan``).
 
     The plain training loop every task needs (re-training a model on learned data, fitting a
@@ -353,9 +353,13 @@ def minimize(loss_fn: Callable, params0: Any, *, steps: int, optimizer):
       params0: initial parameters (pytree of floats).
       steps: number of optimizer steps (static int).
       optimizer: optax ``GradientTransformation``, e.g. ``optax.sgd(0.1)``.
+      batches: optional pytree whose leaves have a leading axis of length ``steps`` (e.g.
+        minibatch indices); step ``t`` then minimizes ``loss_fn(params, batch_t)``, its
+        ``t``-th slice: stochastic training with the minibatches fixed in advance.
 
     Returns:
-      ``(params, losses)``: the parameters after ``steps`` updates and the loss before each.
+      ``(params, losses)``: the parameters after ``steps`` updates and the loss before each
+      (with ``batches``, the loss on that step's batch).
 
     Example:
       >>> import jax.numpy as jnp, optax
@@ -368,16 +372,21 @@ def minimize(loss_fn: Callable, params0: Any, *, steps: int, optimizer):
     _checks.check_float_tree(params0, "params0")
     steps = _checks.check_steps(steps, "steps")
     _check_optimizer(optimizer, "optimizer")
+    if batches is not None:
+        lengths = {np.shape(leaf)[:1] for leaf in jax.tree_util.tree_leaves(batches)}
+        if lengths != {(steps,)}:
+            raise ValueError(f"every leaf of `batches` must have a leading axis of length "
+                             f"`steps` ({steps}); got leading shapes {sorted(lengths)}.")
     value_and_grad = jax.value_and_grad(loss_fn)
 
     def run(p0):
-        def body(carry, _):
+        def body(carry, batch):
             p, s = carry
-            value, g = value_and_grad(p)
+            value, g = value_and_grad(p) if batches is None else value_and_grad(p, batch)
             updates, s = optimizer.update(g, s, p)
             return (optax.apply_updates(p, updates), s), value
 
-        (p, _), losses = lax.scan(body, (p0, optimizer.init(p0)), None, length=steps)
+        (p, _), losses = lax.scan(body, (p0, optimizer.init(p0)), batches, length=steps)
         return p, losses
 
     return run(params0)

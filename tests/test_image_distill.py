@@ -610,3 +610,69 @@ def test_old_homes_of_the_classifier_and_the_sweep_warn_and_agree():
         assert idl.sharded_vmap is runtime.sharded_vmap
     with pytest.raises(AttributeError, match="no_such_name"):
         idl.no_such_name  # noqa: B018
+
+
+# ----- the classifier trained on the original set directly ---------------------------------------
+
+
+def _rows(batch_key, steps, batch_size, n):
+    """The documented minibatch rule: step t draws randint(fold_in(batch_key, t))."""
+    return [np.asarray(jax.random.randint(jax.random.fold_in(batch_key, t), (batch_size,), 0, n))
+            for t in range(steps)]
+
+
+def test_minimize_with_batches_takes_step_t_on_batch_t(x64):
+    # SGD on 0.5 |p - c_t|^2: p <- p - lr (p - c_t), written out by hand.
+    targets = np.arange(12.0).reshape(6, 2)
+    p, losses = blo.minimize(lambda p, c: 0.5 * jnp.sum((p - c) ** 2), jnp.zeros(2), steps=6,
+                             optimizer=optax.sgd(0.5), batches=jnp.asarray(targets))
+    q, expected = np.zeros(2), []
+    for c in targets:
+        expected.append(0.5 * np.sum((q - c) ** 2))
+        q = q - 0.5 * (q - c)
+    np.testing.assert_allclose(np.asarray(p), q, rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(losses), expected, rtol=1e-12)
+    with pytest.raises(ValueError, match="leading axis of length `steps`"):
+        blo.minimize(lambda p, c: jnp.sum(p * c), jnp.zeros(2), steps=5,
+                     optimizer=optax.sgd(0.5), batches=jnp.asarray(targets))
+
+
+def test_fit_classifier_on_minibatches_equals_sgd_by_hand_on_warm_starts_rows(x64):
+    pts, lab = tiny_images(30, dtype=np.float64)
+    key, steps, batch, lr = jax.random.PRNGKey(4), 7, 5, 0.7
+    y, losses = idl.fit_classifier((pts, lab), steps=steps, lr=lr, batch_size=batch,
+                                   batch_key=key)
+    P, onehot = np.asarray(pts), np.eye(10)[np.asarray(lab)]
+    w, b, expected = np.zeros((16, 10)), np.zeros(10), []
+    for r in _rows(key, steps, batch, 30):
+        logits = P[r] @ w + b
+        expected.append(np_cross_entropy(logits, onehot[r]))
+        z = np.exp(logits - logits.max(1, keepdims=True))
+        g = (z / z.sum(1, keepdims=True) - onehot[r]) / batch
+        w, b = w - lr * P[r].T @ g, b - lr * g.sum(0)
+    np.testing.assert_allclose(np.asarray(y["W"]), w, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(np.asarray(losses), expected, rtol=1e-10)
+    # Warm start with the same batch_key scores its outer objective on the same rows: with a
+    # classifier that never moves (inner_opt sets every step to zero) it stays at y0, so its
+    # outer loss at step t is y0's on those rows.
+    y0 = idl.init_classifier(16, key=jax.random.PRNGKey(1), scale=1.0, dtype=jnp.float64)
+    _, _, trace = idl.warm_start_run(jax.random.PRNGKey(0), (pts, lab), num_learned=1,
+                                     outer_steps=steps, inner_lr=0.1, outer_lr=0.1, y0=y0,
+                                     inner_opt=optax.set_to_zero(),
+                                     batch_size=batch, batch_key=key)
+    w0, b0 = np.asarray(y0["W"]), np.asarray(y0["b"])
+    np.testing.assert_allclose(
+        np.asarray(trace["outer_loss"]),
+        [np_cross_entropy(P[r] @ w0 + b0, onehot[r]) for r in _rows(key, steps, batch, 30)],
+        rtol=1e-10)
+
+
+def test_fit_classifier_minibatch_arguments_are_checked():
+    data = tiny_images()
+    with pytest.raises(TypeError, match="`batch_key` .* is required with `batch_size`"):
+        idl.fit_classifier(data, steps=2, lr=0.1, batch_size=4)
+    with pytest.raises(TypeError, match="`batch_key` needs `batch_size`"):
+        idl.fit_classifier(data, steps=2, lr=0.1, batch_key=jax.random.PRNGKey(0))
+    with pytest.raises(ValueError, match="`batch_size` .* must not exceed"):
+        idl.fit_classifier(data, steps=2, lr=0.1, batch_size=400,
+                           batch_key=jax.random.PRNGKey(0))
