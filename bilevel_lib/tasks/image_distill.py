@@ -629,7 +629,8 @@ def fit_classifier(data, *, steps, lr=None, optimizer=None, weight_decay=0.0, ba
       lr: step size of ``optax.sgd(lr)``; give it or ``optimizer``, not both.
       optimizer: optax ``GradientTransformation``.
       weight_decay: L2 penalty lambda.
-      batch_size: rows per step (``None``: all of them).
+      batch_size: rows per step (``None``: all of them). The row indices of all steps are
+        drawn before the loop (``steps * batch_size`` ints).
       batch_key: PRNG key of the minibatches (required with ``batch_size``).
 
     Returns:
@@ -660,6 +661,11 @@ def fit_classifier(data, *, steps, lr=None, optimizer=None, weight_decay=0.0, ba
     return blo.minimize(
         lambda y, r: classifier_loss(y, pts[r], lab[r], weight_decay=weight_decay), y0,
         steps=steps, optimizer=optimizer, batches=rows)
+
+
+# ---------------------------------------------------------------------------------------------
+# The data-augmentation net
+# ---------------------------------------------------------------------------------------------
 
 
 def init_augmentation(dim, *, noise_dim=8, noise_scale=0.0, key=None, diagonal=False,
