@@ -229,6 +229,37 @@ def test_prepare_rejects_bad_input(kwargs, err, match):
         idl.prepare(**kwargs)
 
 
+def test_standardize_by_hand_and_raw_classifier_equals_it_on_raw_pixels(x64):
+    # By hand: pixel means (1, 3, 5); centered rows (-1, -1, -2), (1, 1, 2); overall std
+    # sqrt((1 + 1 + 4) * 2 / 6) = sqrt(2). The other split uses the first one's statistics.
+    pts = np.array([[0.0, 2.0, 3.0], [2.0, 4.0, 7.0]])
+    splits = {"original": (pts, np.array([0, 1])), "test": (np.ones((1, 3)), np.array([2]))}
+    out, stats = idl.standardize(splits)
+    np.testing.assert_allclose(out["original"][0], [[-1, -1, -2], [1, 1, 2]] / np.sqrt(2))
+    np.testing.assert_allclose(out["test"][0], [[0, -2, -4]] / np.sqrt(2))
+    np.testing.assert_array_equal(out["test"][1], [2])
+    np.testing.assert_allclose(stats["mean"], [1, 3, 5])
+    np.testing.assert_allclose(stats["scale"], np.sqrt(2))
+    # The raw classifier: the same logits on the raw rows as y on the standardized ones.
+    key_w, key_b = jax.random.split(jax.random.PRNGKey(0))
+    y = {"W": jax.random.normal(key_w, (3, 10), jnp.float64),
+         "b": jax.random.normal(key_b, (10,), jnp.float64)}
+    raw = idl.raw_classifier(y, stats)
+    np.testing.assert_allclose(linear.apply(raw, jnp.asarray(pts)),
+                               linear.apply(y, jnp.asarray(out["original"][0])), rtol=1e-12)
+    np.testing.assert_allclose(raw["W"], y["W"] / np.sqrt(2))
+    np.testing.assert_allclose(raw["b"], y["b"] - np.array([1, 3, 5]) @ y["W"] / np.sqrt(2))
+
+
+def test_standardize_rejects_bad_input():
+    with pytest.raises(ValueError, match="`fit` must be one of"):
+        idl.standardize({"original": (np.ones((2, 3)), np.zeros(2))}, fit="test")
+    with pytest.raises(ValueError, match="all equal"):
+        idl.standardize({"original": (np.ones((2, 3)), np.zeros(2))})
+    with pytest.raises(ValueError, match=r"\(n >= 1, d\)"):
+        idl.standardize({"original": (np.ones(3), np.zeros(3))})
+
+
 def test_learned_images_rule_and_label_errors():
     key = jax.random.PRNGKey(0)
     with pytest.raises(ValueError, match="too many learned images for the classes"):

@@ -36,7 +36,8 @@ of :mod:`bilevel_lib.blo` (one ``lax.scan``), take a PRNG key first and are ``ji
 :func:`bilevel_lib.runtime.sharded_vmap` runs such a sweep with its seed axis sharded over
 every visible device.
 "Warm-start + re-training" is :func:`retrain_accuracy`: a fresh classifier trained on the
-final learned data alone.
+final learned data alone. :func:`standardize` puts every split on standardized pixels (the
+same linear model in other coordinates; :func:`raw_classifier` converts a classifier back).
 """
 
 from __future__ import annotations
@@ -56,6 +57,8 @@ from . import distill, image_data
 __all__ = [
     "NUM_CLASSES",
     "prepare",
+    "standardize",
+    "raw_classifier",
     "init_classifier",
     "classifier_loss",
     "evaluate",
@@ -132,6 +135,74 @@ def prepare(name, *, n_original=10_000, n_val=10_000, download=True):
         "validation": (image_data.as_float(images[n_train - n_val:]), labels[n_train - n_val:]),
         "test": (image_data.as_float(test_images), np.asarray(test_labels, np.int32)),
     }
+
+
+def standardize(splits, *, fit="original"):
+    r"""Standardized pixels: every split's rows as ``(u - mu) / s``, with ``mu`` the per-pixel
+    mean and ``s`` the overall standard deviation of the split ``fit`` (not per pixel: pixels
+    that never light up in ``fit`` would divide by zero).
+
+    A linear classifier on standardized pixels *is* a linear classifier on raw pixels
+    (:func:`raw_classifier` converts it), so the model class, its outer objective on the
+    original set and the accuracies it can reach are unchanged. What changes is the geometry
+    the gradient methods see: the inputs are centered and of unit scale, and a learned image
+    lives in the same coordinates.
+
+    Args:
+      splits: ``{name: (points (n, d), labels (n,))}``, e.g. from :func:`prepare`.
+      fit: the split whose statistics are used (the original set: the data the outer
+        objective sees; the test split must not be used).
+
+    Returns:
+      ``(standardized splits, stats)`` with ``stats = {"mean": (d,), "scale": ()}`` (float32,
+      the dtype of :func:`prepare`'s rows); labels are passed through.
+
+    Raises:
+      ValueError: ``fit`` is not a split, or its pixels are all equal (``s = 0``).
+
+    Example:
+      >>> import numpy as np
+      >>> pts = np.array([[0.0, 2.0], [2.0, 4.0]], np.float32)
+      >>> out, stats = standardize({"original": (pts, np.array([0, 1]))})
+      >>> out["original"][0].tolist(), stats["mean"].tolist(), float(stats["scale"])
+      ([[-1.0, -1.0], [1.0, 1.0]], [1.0, 3.0], 1.0)
+    """
+    if fit not in splits:
+        raise ValueError(f"`fit` must be one of the splits ({', '.join(map(repr, splits))}); "
+                         f"got {fit!r}.")
+    ref = np.asarray(splits[fit][0], np.float64)
+    if ref.ndim != 2 or ref.shape[0] < 1:
+        raise ValueError(f"`splits[{fit!r}]` points must be (n >= 1, d) rows; "
+                         f"got shape {ref.shape}.")
+    mean = ref.mean(0)
+    scale = float(np.sqrt(np.mean(np.square(ref - mean))))
+    if not scale > 0:
+        raise ValueError(f"the pixels of `splits[{fit!r}]` are all equal to their mean: "
+                         "there is no scale to standardize by.")
+    dtype = np.asarray(splits[fit][0]).dtype
+    out = {name: (((np.asarray(pts, np.float64) - mean) / scale).astype(dtype), labels)
+           for name, (pts, labels) in splits.items()}
+    return out, {"mean": mean.astype(dtype), "scale": np.asarray(scale, dtype)}
+
+
+def raw_classifier(y, stats):
+    r"""The classifier on raw pixels whose logits equal those of ``y`` on standardized ones.
+
+    With ``stats = {"mean": mu, "scale": s}`` from :func:`standardize`,
+
+    .. math:: \frac{u - \mu}{s}\,W + b = u\,\frac{W}{s} + \Big(b - \frac{\mu W}{s}\Big),
+
+    so ``raw_classifier(y, stats) = {"W": W / s, "b": b - mu @ W / s}``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> y = {"W": jnp.eye(2), "b": jnp.zeros(2)}
+      >>> r = raw_classifier(y, {"mean": jnp.array([1.0, 3.0]), "scale": jnp.asarray(2.0)})
+      >>> r["W"].tolist(), r["b"].tolist()
+      ([[0.5, 0.0], [0.0, 0.5]], [-0.5, -1.5])
+    """
+    W = y["W"] / stats["scale"]
+    return {"W": W, "b": y["b"] - jnp.asarray(stats["mean"], W.dtype) @ W}
 
 
 def init_classifier(dim, num_classes=NUM_CLASSES, *, key=None, scale=0.01, dtype=None):
